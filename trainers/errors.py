@@ -1,0 +1,30 @@
+"""Errors a user can cause, kept apart from bugs.
+
+Every command line in bootstudy catches `BootstudyError` and prints its message as one line with exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BootstudyError", "ConfigError", "DataError", "NonFiniteLoss"]
+
+
+class BootstudyError(Exception):
+    """Base class for errors caused by input: printed as one line, exit code 2."""
+
+
+class ConfigError(BootstudyError, ValueError):
+    """An unknown key, a wrong type or a value out of range in a configuration."""
+
+
+class DataError(BootstudyError):
+    """A dataset that is unknown, missing or malformed."""
+
+
+class NonFiniteLoss(BootstudyError, FloatingPointError):
+    """A loss became NaN or infinite; the orchestrator records the trial as FAILED."""
+
+    def __init__(self, epoch: int, step: int, terms: dict[str, float]):
+        self.epoch, self.step, self.terms = epoch, step, terms
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
+        super().__init__(f"non-finite loss at epoch {epoch}, step {step} ({shown})")
