@@ -1,0 +1,313 @@
+"""Plotly figures of a report. Every function takes plain frames/dicts and returns a `go.Figure`.
+
+Figures stay small: one compact template instead of plotly's default (~8 kB per figure), float32
+arrays (plotly encodes them as base64), WebGL scatter for many points, and the curves of an arm
+joined into one trace separated by gaps. Every study-derived string is HTML-escaped before it
+reaches plotly, whose labels understand a little HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+__all__ = [
+    "PALETTE",
+    "TEMPLATE",
+    "arm_colors",
+    "select_curves",
+    "accuracy_vs_fraction",
+    "param_effects",
+    "best_per_arm",
+    "learning_curves",
+    "best_so_far",
+    "importance_heatmap",
+    "parallel_coordinates",
+    "slices",
+    "cost_bars",
+]
+
+# Okabe-Ito (colour-blind safe) first, then Tableau for studies with many arms.
+PALETTE = [
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+    "#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#76B7B2", "#EDC948", "#B07AA1", "#FF9DA7",
+]  # fmt: skip
+MODE_ORDER = ["vit", "agent", "shared", "joint"]
+_AXIS = dict(gridcolor="#e6e6e6", linecolor="#555", zeroline=False, automargin=True)
+TEMPLATE = go.layout.Template(
+    layout=dict(
+        font=dict(family="system-ui, -apple-system, Segoe UI, sans-serif", size=12),
+        paper_bgcolor="white",
+        plot_bgcolor="white",
+        colorway=PALETTE,
+        xaxis=_AXIS,
+        yaxis=_AXIS,
+        margin=dict(l=60, r=20, t=40, b=50),
+        hoverlabel=dict(namelength=-1),
+        legend=dict(bgcolor="rgba(255,255,255,0.8)"),
+    )
+)
+STATUS_COLORS = {
+    "COMPLETE": "#009E73",
+    "PRUNED": "#E69F00",
+    "FAILED": "#D55E00",
+    "REUSED": "#56B4E9",
+    "RUNNING": "#999999",
+}
+esc = html.escape
+
+
+def _f32(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)
+
+
+def _pct(values) -> np.ndarray:
+    """Accuracies (fractions) as float32 percent: what every accuracy axis shows."""
+    return _f32(np.asarray(values, dtype=float) * 100)
+
+
+def _figure(title: str, height: int = 420, **layout) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(template=TEMPLATE, title=dict(text=title, x=0.01), height=height, **layout)
+    return fig
+
+
+def arm_colors(arms: Sequence[str]) -> dict[str, str]:
+    return {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(arms)}
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def select_curves(trials: pd.DataFrame, limit: int = 300, seed: int = 0) -> list[int]:
+    """Trial ids whose curves are drawn: every final-phase run and each arm's best completed search
+    trials first, then a seeded sample of the rest, `limit` in all."""
+    if len(trials) <= limit:
+        return [int(i) for i in trials["id"]]
+    final = trials[trials["phase"] == "final"]
+    done = trials[(trials["phase"] == "search") & (trials["status"] == "COMPLETE")]
+    per_arm = max(1, (limit // 3 - len(final)) // max(trials["arm"].nunique(), 1))
+    best = done.sort_values("best_val_acc", ascending=False).groupby("arm").head(per_arm)
+    chosen = list(dict.fromkeys([*final["id"], *best["id"]]))[:limit]
+    rest = trials[~trials["id"].isin(chosen)]
+    chosen += list(rest["id"].sample(min(limit - len(chosen), len(rest)), random_state=seed))
+    return [int(i) for i in chosen]
+
+
+def accuracy_vs_fraction(rows: pd.DataFrame, y_label: str) -> go.Figure:
+    """Accuracy vs data fraction (log x), one line per mode, 95% band where seeds allow.
+
+    rows: mode, fraction, mean, lo, hi, n (lo/hi NaN without an interval)."""
+    fig = _figure("Accuracy vs data fraction", height=460)
+    modes = sorted(rows["mode"].unique(), key=lambda m: (m not in MODE_ORDER, MODE_ORDER.index(m)
+                   if m in MODE_ORDER else 0, str(m)))  # fmt: skip
+    for i, mode in enumerate(modes):
+        g = rows[rows["mode"] == mode].sort_values("fraction")
+        color = PALETTE[i % len(PALETTE)]
+        banded = g[g["lo"].notna()]
+        if len(banded):
+            fig.add_trace(
+                go.Scatter(
+                    x=_f32(np.r_[banded["fraction"], banded["fraction"][::-1]]),
+                    y=_pct(np.r_[banded["hi"], banded["lo"][::-1]]),
+                    fill="toself", fillcolor=_rgba(color, 0.15), line=dict(width=0), mode="lines",
+                    hoverinfo="skip", showlegend=False, legendgroup=esc(str(mode)),
+                )
+            )  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=_f32(g["fraction"]), y=_pct(g["mean"]), mode="lines+markers",
+                name=esc(str(mode)), legendgroup=esc(str(mode)), line=dict(color=color, width=2),
+                customdata=np.c_[g["n"].to_numpy(dtype=np.float32)],
+                hovertemplate="%{x:.3g} data: %{y:.1f}% (n=%{customdata[0]})<extra>%{fullData.name}"
+                "</extra>",
+            )
+        )  # fmt: skip
+    ticks = sorted(rows["fraction"].unique())
+    fig.update_xaxes(type="log", title="fraction of training data", tickvals=ticks,
+                     ticktext=[f"{100 * t:g}%" for t in ticks])  # fmt: skip
+    fig.update_yaxes(title=y_label)
+    return fig
+
+
+def param_effects(search: pd.DataFrame, params: dict[str, str], colors: dict[str, str]):
+    """final val_acc against each searched parameter, points per arm (box per value when the
+    parameter is categorical). params: {name: "log" | "linear" | "categorical"}."""
+    names = list(params)
+    fig = make_subplots(rows=1, cols=max(len(names), 1), shared_yaxes=True,
+                        subplot_titles=[esc(n) for n in names], horizontal_spacing=0.04)  # fmt: skip
+    fig.update_layout(template=TEMPLATE, height=420, title=dict(text="final val acc per value",
+                      x=0.01), boxmode="group")  # fmt: skip
+    for arm, g in search.groupby("arm", sort=False):
+        for c, p in enumerate(names, start=1):
+            x = g["params"].map(lambda d, p=p: d.get(p))
+            ok = x.notna()
+            common = dict(name=esc(arm), legendgroup=esc(arm), showlegend=c == 1)
+            if params[p] == "categorical":
+                fig.add_trace(
+                    go.Box(x=[esc(str(v)) for v in x[ok]], y=_pct(g["final_val_acc"][ok]),
+                           marker_color=colors[arm], boxpoints=False, **common),
+                    row=1, col=c,
+                )  # fmt: skip
+            else:
+                fig.add_trace(
+                    go.Scattergl(x=_f32(x[ok].astype(float)), y=_pct(g["final_val_acc"][ok]),
+                                 mode="markers", marker=dict(color=colors[arm], size=5,
+                                 opacity=0.6), **common),
+                    row=1, col=c,
+                )  # fmt: skip
+                if params[p] == "log":
+                    fig.update_xaxes(type="log", row=1, col=c)
+    fig.update_yaxes(title="final val acc (%)", row=1, col=1)
+    return fig
+
+
+def best_per_arm(summary: pd.DataFrame, colors: dict[str, str], y_label: str) -> go.Figure:
+    """Bars of each arm's result with 95% CI error bars where n >= 2.
+    summary: arm, mean, lo, hi, n."""
+    fig = _figure("Result per arm", height=420)
+    err = np.where(summary["hi"].notna(), summary["hi"] - summary["mean"], np.nan)
+    fig.add_trace(
+        go.Bar(
+            x=[esc(a) for a in summary["arm"]], y=_pct(summary["mean"]),
+            marker_color=[colors[a] for a in summary["arm"]],
+            error_y=dict(type="data", array=_pct(np.nan_to_num(err)), visible=True),
+            text=[f"n={n}" for n in summary["n"]], textposition="inside", showlegend=False,
+            hovertemplate="%{x}: %{y:.1f}% (%{text})<extra></extra>",
+        )
+    )  # fmt: skip
+    low = float(np.nanmin(summary["lo"].fillna(summary["mean"]))) * 100
+    fig.update_yaxes(title=y_label, range=[max(0.0, low - 5), 100])
+    return fig
+
+
+def learning_curves(
+    curves: pd.DataFrame,
+    trials: pd.DataFrame,
+    colors: dict[str, str],
+    rungs: Sequence[int],
+    max_epochs: int,
+) -> go.Figure:
+    """val_acc (solid) and val_acc_agent (dashed) against epoch, one WebGL trace per arm and metric,
+    curves separated by NaN gaps; ASHA rungs as dotted vertical lines."""
+    fig = _figure("Learning curves", height=520)
+    arm_of = dict(zip(trials["id"], trials["arm"], strict=True))
+    curves = curves.assign(arm=curves["trial_id"].map(arm_of))
+    for (arm, metric), g in curves.groupby(["arm", "name"], sort=False):
+        xs, ys = [], []
+        for _, c in g.groupby("trial_id", sort=False):
+            xs.append(np.r_[c["epoch"].to_numpy(dtype=float), np.nan])
+            ys.append(np.r_[c["value"].to_numpy(dtype=float) * 100, np.nan])
+        agent = metric != "val_acc"
+        fig.add_trace(
+            go.Scattergl(
+                x=_f32(np.concatenate(xs)), y=_f32(np.concatenate(ys)), mode="lines",
+                name=esc(f"{arm} ({metric})") if agent else esc(arm), legendgroup=esc(arm),
+                line=dict(color=colors.get(arm, "#444"), width=1, dash="dash" if agent else "solid"),
+                opacity=0.55, connectgaps=False,
+            )
+        )  # fmt: skip
+    for r in rungs:
+        fig.add_vline(x=r, line=dict(color="#888", width=1, dash="dot"))
+    fig.update_xaxes(title="epoch", range=[0.5, max_epochs + 0.5])
+    fig.update_yaxes(title="validation accuracy (%)")
+    return fig
+
+
+def best_so_far(search: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
+    """Cumulative best validation accuracy against the trial number within each arm."""
+    fig = _figure("Best so far", height=420)
+    for arm, g in search.groupby("arm", sort=False):
+        g = g.sort_values("number")
+        fig.add_trace(
+            go.Scattergl(x=_f32(np.arange(1, len(g) + 1)), y=_pct(g["best_val_acc"].cummax()),
+                         mode="lines", name=esc(arm), line=dict(color=colors[arm], shape="hv"))
+        )  # fmt: skip
+    fig.update_xaxes(title="completed search trials in the arm")
+    fig.update_yaxes(title="best val acc so far (%)")
+    return fig
+
+
+def importance_heatmap(importances: dict[str, dict[str, float]]) -> go.Figure:
+    """PED-ANOVA importance: arms down, parameters across."""
+    arms = list(importances)
+    params = sorted({p for imp in importances.values() for p in imp})
+    z = np.array([[importances[a].get(p, np.nan) for p in params] for a in arms], dtype=float)
+    fig = _figure("Parameter importance (PED-ANOVA)", height=max(260, 60 + 28 * len(arms)))
+    fig.add_trace(
+        go.Heatmap(z=_f32(np.round(z, 3)), x=[esc(p) for p in params], y=[esc(a) for a in arms],
+                   colorscale="Blues", zmin=0, zmax=1, texttemplate="%{z:.2f}",
+                   colorbar=dict(title="importance"))
+    )  # fmt: skip
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def parallel_coordinates(
+    search: pd.DataFrame, params: dict[str, str], limit: int = 1000, seed: int = 0
+) -> go.Figure:
+    """Arm, each parameter (log10 for log-scaled ones) and final val acc, coloured by the latter."""
+    done = search[search["final_val_acc"].notna()]
+    if len(done) > limit:
+        top = done.nlargest(limit // 5, "final_val_acc")
+        rest = done.drop(top.index)
+        done = pd.concat([top, rest.sample(limit - len(top), random_state=seed)])
+    arms = list(dict.fromkeys(done["arm"]))
+    dims = [dict(label="arm", values=_f32(done["arm"].map({a: i for i, a in enumerate(arms)})),
+                 tickvals=list(range(len(arms))), ticktext=[esc(a) for a in arms])]  # fmt: skip
+    for p, kind in params.items():
+        raw = done["params"].map(lambda d, p=p: d.get(p))
+        if kind == "categorical":
+            cats = list(dict.fromkeys(str(v) for v in raw if v is not None))
+            dims.append(dict(label=esc(p), values=_f32(raw.map(lambda v: cats.index(str(v))
+                             if v is not None else np.nan)), tickvals=list(range(len(cats))),
+                             ticktext=[esc(c) for c in cats]))  # fmt: skip
+        else:
+            v = raw.astype(float)
+            dims.append(dict(label=esc(f"log10 {p}" if kind == "log" else p),
+                             values=_f32(np.log10(v) if kind == "log" else v)))  # fmt: skip
+    acc = _pct(done["final_val_acc"])
+    dims.append(dict(label="final val acc (%)", values=acc))
+    fig = _figure("Parallel coordinates", height=460, margin=dict(l=140, r=60, t=70, b=30))
+    fig.add_trace(
+        go.Parcoords(dimensions=dims, line=dict(color=acc, colorscale="Viridis", showscale=True))
+    )
+    return fig
+
+
+def slices(
+    search: pd.DataFrame, params: dict[str, str], colors: dict[str, str], limit: int = 2000
+) -> go.Figure:
+    """final val acc against each of the given (most important) parameters, points per arm."""
+    done = search[search["final_val_acc"].notna()]
+    if len(done) > limit:
+        done = done.sample(limit, random_state=0)
+    fig = param_effects(done, params, colors)
+    fig.update_layout(title=dict(text="Slices of the most important parameters"))
+    return fig
+
+
+def cost_bars(trials: pd.DataFrame) -> go.Figure:
+    """Trial-hours per arm, stacked by status."""
+    hours = trials.pivot_table(index="arm", columns="status", values="trial_seconds",
+                               aggfunc="sum", sort=False).fillna(0) / 3600  # fmt: skip
+    fig = _figure("Trial-hours per arm and status", height=420, barmode="stack")
+    order = [s for s in STATUS_COLORS if s in hours.columns] + [
+        s for s in hours.columns if s not in STATUS_COLORS
+    ]
+    for status in order:
+        fig.add_trace(
+            go.Bar(x=[esc(a) for a in hours.index], y=_f32(hours[status]), name=esc(status),
+                   marker_color=STATUS_COLORS.get(status, "#777"),
+                   hovertemplate="%{x}: %{y:.2f} h<extra>" + esc(status) + "</extra>")
+        )  # fmt: skip
+    fig.update_yaxes(title="trial-hours")
+    return fig
+

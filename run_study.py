@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Run a hyperparameter / ablation study of the bootstrapping trainer.
+
+Ray Tune schedules the trials, Optuna (TPE, one study per arm) proposes configurations, ASHA (one
+set of rungs per arm) stops weak trials early, and every trial lands in SQL.
+
+    python run_study.py --space data_fraction                   # the main study, preset auto
+    python run_study.py --space loss_weights --preset smoke     # a 2-minute look
+    python run_study.py --list-spaces
+    python run_study.py --space data_fraction --dry-run         # arms, search, budget; runs nothing
+    python run_study.py --space data_fraction --study s1 --resume   # after a killed driver
+    python run_study.py --space data_fraction --address HEAD:6379 \\
+        --storage postgresql+psycopg://user@db/bootstudy            # on a Ray cluster
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from search_spaces import SPACES, get_space, list_spaces
+from study.plan import DEFAULT_STORAGE, StudyConfig, resolve_preset
+from trainers.cli import ArgParser, run_cli
+from trainers.errors import ConfigError
+
+
+def build_parser() -> ArgParser:
+    p = ArgParser(
+        prog="run_study.py",
+        description="Run a Ray Tune x Optuna x ASHA study of the bootstrapping trainer; every "
+        "trial is stored in SQL (open it with optuna-dashboard).",
+    )
+    p.add_argument("--space", help="search space to run (see --list-spaces)")
+    p.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
+    p.add_argument("--study", help="study name (default: <space>-<dataset>-<preset>)")
+    p.add_argument("--dataset", default="fashion_mnist", help="dataset (default: fashion_mnist)")
+    p.add_argument("--data-dir", help="where the dataset lives (default: its own lookup order)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"SQL URL for results and Optuna (default: {DEFAULT_STORAGE}); "
+                   "postgresql+psycopg://... for clusters")
+    p.add_argument("--preset", default="auto", choices=("auto", "smoke", "cpu", "gpu"),
+                   help="budget and model size: smoke (~2 min look), cpu (<=15 min on 2 cores), "
+                   "gpu (paper sizes); auto picks cpu or gpu from the hardware")
+    p.add_argument("--trials", type=int, default=0, help="trials per arm (default: preset's)")
+    p.add_argument("--epochs", type=int, default=0, help="max epochs per trial = ASHA's max_t")
+    p.add_argument("--grace-epochs", type=int, default=0, help="ASHA grace period in epochs")
+    p.add_argument("--reduction-factor", type=float, default=0.0, help="ASHA reduction factor")
+    p.add_argument("--final-seeds", type=int, default=-1,
+                   help="re-run each arm's best config with this many new seeds, on test")
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="trials at once (default: as many as the resources allow)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial; fractions pack trials (0.25: four per GPU). "
+                   "Default: 1 with the gpu preset, else 0")
+    p.add_argument("--address", help="join this Ray cluster (default: start Ray locally)")
+    p.add_argument("--seed", type=int, default=0, help="sampler and trial seed (default 0)")
+    p.add_argument("--retries", type=int, default=0, help="re-runs of a trial that raised")
+    p.add_argument("--results-dir", default="runs", help="Ray results and reports (default: runs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a study whose driver died; completed trials are kept")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the resolved arms, search space and budget; run nothing")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    return p
+
+
+def resolve(args) -> tuple[StudyConfig, str | None]:
+    if not args.space:
+        raise ConfigError("--space is required (see --list-spaces)")
+    get_space(args.space)
+    preset, why = resolve_preset(args.preset, args.gpus_per_trial or 0.0)
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
+        1.0 if preset == "gpu" else 0.0)
+    name = args.study or f"{args.space}-{args.dataset}-{preset}"
+    config = StudyConfig(
+        space=args.space, name=name, preset=preset, dataset=args.dataset, data_dir=args.data_dir,
+        storage=args.storage, trials_per_arm=args.trials, epochs=args.epochs,
+        grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor,
+        final_seeds=args.final_seeds, concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, address=args.address,
+        seed=args.seed, retries=args.retries, results_dir=args.results_dir,
+    )
+    return config, why
+
+
+def print_spaces(out=sys.stdout) -> None:
+    for name in list_spaces():
+        space = SPACES[name]
+        print(f"{name}: {space.description}", file=out)
+        for factor, values in space.arms.items():
+            print(f"    arms  {factor}: {', '.join(map(str, values))}", file=out)
+        print(f"    search {', '.join(d.name for d in space.search)}", file=out)
+        print(f"    presets {', '.join(space.budgets)}", file=out)
+
+
+def print_plan(config: StudyConfig, out=sys.stdout) -> None:
+    space = config.search_space
+    arms = config.arms()
+    print(f"study {config.name}: space {space.name} ({space.description})", file=out)
+    print(f"preset {config.preset}, dataset {config.dataset}, storage {config.storage}", file=out)
+    print(f"arms ({len(arms)}):", file=out)
+    for arm in arms:
+        print(f"    {arm.name}", file=out)
+    print("search (per arm, Optuna TPE):", file=out)
+    for d in space.search:
+        when = " (conditional)" if d.when else ""
+        rng = (f"[{d.low}, {d.high}]{' log' if d.log else ''}" if hasattr(d, "low")
+               else "{" + ", ".join(map(str, d.choices)) + "}")
+        print(f"    {d.name}: {rng}{when}", file=out)
+    example = space.trial_config(config.preset, arms[0], {}, config.trainer_base())
+    print(f"model: preset {example.preset}, dim {example.embed_dim}, depth {example.depth}, "
+          f"heads {example.num_heads}, patch {example.patch_size}", file=out)
+    total = len(arms) * config.trials_per_arm
+    print(f"budget: {config.trials_per_arm} trials/arm = {total} trials, up to {config.epochs} "
+          f"epochs each; ASHA grace {config.grace_epochs}, rf {config.reduction_factor:g}, "
+          f"rungs {config.rungs()}; final: {config.final_seeds} seed(s) per arm", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.list_spaces:
+        print_spaces()
+        return 0
+    config, why = resolve(args)
+    if why:
+        print(why)
+    if args.dry_run:
+        print_plan(config)
+        return 0
+    from study.runner import run_study  # heavy imports (torch, Ray) only when running
+
+    command = " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None
+                                                                else argv)])
+    run_study(config, command=command, resume=args.resume, build_report=not args.no_report)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,194 @@
+"""What a search space is: arms (a grid the study compares) x a search inside each arm.
+
+A space is declarative data plus one define-by-run function; registering it is one decorator:
+
+    >>> @register_space
+    ... def lr_only() -> SearchSpace:
+    ...     return SearchSpace(
+    ...         name="lr_only", description="learning rate of the shared mode",
+    ...         arms={"mode": ("shared",)}, search=(Float("lr", 1e-4, 3e-3, log=True),))
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainers.config import TrainConfig
+from trainers.errors import ConfigError
+
+__all__ = [
+    "SearchSpace",
+    "Budget",
+    "Arm",
+    "Float",
+    "Int",
+    "Categorical",
+    "SPACES",
+    "register_space",
+    "get_space",
+    "list_spaces",
+]
+
+
+# --- distributions (each samples one TrainConfig field through an optuna.Trial) ------------------
+
+
+@dataclass(frozen=True)
+class Float:
+    name: str  # a TrainConfig field
+    low: float
+    high: float
+    log: bool = False
+    when: Callable[[dict[str, Any]], bool] | None = None  # define-by-run: sample only if true
+
+    def sample(self, trial) -> float:
+        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Int:
+    name: str
+    low: int
+    high: int
+    log: bool = False
+    when: Callable[[dict[str, Any]], bool] | None = None
+
+    def sample(self, trial) -> int:
+        return trial.suggest_int(self.name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Categorical:
+    """Choices are labels; `values` maps a label to the config value (Optuna wants primitives)."""
+
+    name: str
+    choices: tuple[Any, ...]
+    values: Mapping[Any, Any] | None = None  # label -> TrainConfig value, e.g. "0,1" -> (0, 1)
+    when: Callable[[dict[str, Any]], bool] | None = None
+
+    def sample(self, trial) -> Any:
+        label = trial.suggest_categorical(self.name, list(self.choices))
+        return self.values[label] if self.values else label
+
+
+Distribution = Float | Int | Categorical
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much a study spends per arm at one preset."""
+
+    trials_per_arm: int  # Optuna trials in each arm's search
+    epochs: int  # ASHA's max_t
+    grace_epochs: int  # ASHA's grace period: no trial stops before this epoch
+    reduction_factor: float = 2.0  # keep the top 1/rf at every rung
+    final_seeds: int = 0  # re-runs of each arm's best config with new seeds, evaluated on test
+    model_preset: str = "tiny"  # TrainConfig.preset
+    arms: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # restrict factors (CPU)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. cap eval images on CPU
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One cell of the arms grid."""
+
+    factors: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.factors.items())
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    name: str
+    description: str  # one line, shown by --list-spaces
+    arms: dict[str, tuple[Any, ...]]  # factor (a TrainConfig field) -> values; the grid compared
+    search: tuple[Distribution, ...]  # searched inside every arm
+    fixed: dict[str, Any] = field(default_factory=dict)  # overrides applied to every trial
+    arm_overrides: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-arm fixed values
+    objective: str = "val_acc"  # maximised
+    baseline: dict[str, Any] | None = None  # factor values of the reference arm, e.g. mode=vit
+    budgets: dict[str, Budget] = field(default_factory=dict)  # preset -> budget
+
+    def __post_init__(self) -> None:
+        known = set(TrainConfig.__dataclass_fields__)
+        names = list(self.arms) + [d.name for d in self.search] + list(self.fixed)
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"space '{self.name}' names unknown TrainConfig fields: {unknown}")
+        clash = set(self.arms) & {d.name for d in self.search}
+        if clash:
+            raise ValueError(f"space '{self.name}': {clash} is both an arm factor and searched")
+
+    def budget(self, preset: str) -> Budget:
+        if preset not in self.budgets:
+            raise ConfigError(
+                f"space '{self.name}' has no '{preset}' preset; choose from: "
+                f"{', '.join(self.budgets)}"
+            )
+        return self.budgets[preset]
+
+    def arm_grid(self, preset: str) -> list[Arm]:
+        """Every cell of the factors grid, restricted by the preset's budget (CPU: fewer values)."""
+        restrict = self.budget(preset).arms
+        factors = {k: tuple(restrict.get(k, v)) for k, v in self.arms.items()}
+        return [
+            Arm(dict(zip(factors, values, strict=True)))
+            for values in itertools.product(*factors.values())
+        ]
+
+    def sample(self, trial) -> dict[str, Any]:
+        """Define-by-run: sample every distribution whose condition holds on what came before."""
+        params: dict[str, Any] = {}
+        for dist in self.search:
+            if dist.when is None or dist.when(params):
+                params[dist.name] = dist.sample(trial)
+        return params
+
+    def trial_config(
+        self, preset: str, arm: Arm, params: dict[str, Any], base: dict[str, Any]
+    ) -> TrainConfig:
+        """The resolved trainer config of one trial: base < fixed < preset < arm < params."""
+        budget = self.budget(preset)
+        values = {"preset": budget.model_preset, "epochs": budget.epochs}
+        values.update(base)
+        values.update(self.fixed)
+        values.update(budget.overrides)
+        if self.arm_overrides is not None:
+            values.update(self.arm_overrides(arm.factors))
+        values.update(arm.factors)
+        values.update(params)
+        return TrainConfig.from_dict(values)
+
+    def baseline_arm(self, arm: Arm) -> Arm | None:
+        """The arm this one is compared with: the baseline's factors, the others kept."""
+        if not self.baseline:
+            return None
+        other = Arm({**arm.factors, **self.baseline})
+        return None if other == arm else other
+
+
+SPACES: dict[str, SearchSpace] = {}
+
+
+def register_space(builder: Callable[[], SearchSpace]) -> Callable[[], SearchSpace]:
+    """Register the space a builder returns under its name; a duplicate name is an error."""
+    space = builder()
+    if space.name in SPACES:
+        raise ValueError(f"search space '{space.name}' is already registered")
+    SPACES[space.name] = space
+    return builder
+
+
+def get_space(name: str) -> SearchSpace:
+    if name not in SPACES:
+        raise ConfigError(f"unknown search space '{name}'; choose from: {', '.join(list_spaces())}")
+    return SPACES[name]
+
+
+def list_spaces() -> list[str]:
+    return sorted(SPACES)

@@ -1,0 +1,142 @@
+"""The built-in search spaces. Each states only what differs; budgets are per preset.
+
+Presets: `smoke` (a look within ~2 minutes on a laptop CPU), `cpu` (a real small study in at most
+~15 minutes on a 2-core machine), `gpu` (the paper's model sizes and budgets).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from search_spaces._base import Budget, Categorical, Float, SearchSpace, register_space
+
+# The released joint-mode config (separate agent, two optimizers): cls 1, kd 1, hint 10.
+JOINT_WEIGHTS = {"cls_vit": 1.0, "cls_agent": 1.0, "kd_vit": 1.0, "kd_agent": 1.0, "hint": 10.0}
+
+# CPU presets cap evaluation images: validation accuracy on 2,000 images has a standard error of
+# ~0.6 points near 90%, ample for ranking trials, and costs a third of evaluating all 6,000.
+CPU_EVAL = {"max_eval_images": 2000}
+
+
+def per_mode_weights(factors: dict[str, Any]) -> dict[str, Any]:
+    return dict(JOINT_WEIGHTS) if factors.get("mode") == "joint" else {}
+
+
+LR = Float("lr", 2e-4, 3e-3, log=True)  # around the paper's 1e-3
+WEIGHT_DECAY = Float("weight_decay", 1e-3, 0.2, log=True)  # around the paper's 0.05
+
+
+@register_space
+def data_fraction() -> SearchSpace:
+    return SearchSpace(
+        name="data_fraction",
+        description="vit / agent / shared / joint across training-data fractions (paper Table 3)",
+        arms={
+            "mode": ("vit", "agent", "shared", "joint"),
+            "data_fraction": (0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+        },
+        search=(LR, WEIGHT_DECAY),
+        arm_overrides=per_mode_weights,
+        baseline={"mode": "vit"},
+        budgets={
+            "smoke": Budget(
+                trials_per_arm=2, epochs=2, grace_epochs=1, arms={"data_fraction": (0.02,)},
+                overrides={"max_eval_images": 1000},
+            ),
+            "cpu": Budget(
+                trials_per_arm=3, epochs=6, grace_epochs=2, final_seeds=2,
+                arms={"data_fraction": (0.01, 0.05)}, overrides=CPU_EVAL,
+            ),
+            "gpu": Budget(
+                trials_per_arm=8, epochs=100, grace_epochs=10, reduction_factor=3,
+                final_seeds=3, model_preset="vit_s",
+            ),
+        },
+    )
+
+
+@register_space
+def loss_weights() -> SearchSpace:
+    # Hint options only matter when there is a hint: define-by-run conditions.
+    has_hint = lambda p: p["hint"] > 0  # noqa: E731
+    return SearchSpace(
+        name="loss_weights",
+        description="shared mode: CE, KD and feature-hint weights, KD temperature, hint variants",
+        arms={"mode": ("shared",)},
+        search=(
+            Float("cls_vit", 0.1, 1.0),
+            Float("cls_agent", 0.1, 1.0),
+            Float("kd_vit", 0.0, 2.0),
+            Float("kd_agent", 0.0, 2.0),
+            Float("kd_temp", 1.0, 8.0),
+            Categorical("hint", (0.0, 1.0, 2.5, 5.0, 10.0, 20.0)),  # paper Table 4 varies beta
+            Categorical("hint_distance", ("ln_mse", "l2_mse"), when=has_hint),
+            Categorical("hint_decay", ("linear", "none"), when=has_hint),
+            Categorical(
+                "hint_layers", ("all", "first", "first_two"),
+                values={"all": None, "first": (0,), "first_two": (0, 1)}, when=has_hint,
+            ),
+            Categorical("grad_align", ("none", "pcgrad")),
+        ),
+        budgets={
+            "smoke": Budget(trials_per_arm=4, epochs=2, grace_epochs=1,
+                            overrides={"data_fraction": 0.02, "max_eval_images": 1000}),
+            "cpu": Budget(trials_per_arm=16, epochs=6, grace_epochs=2,
+                          overrides={"data_fraction": 0.05, **CPU_EVAL}),
+            "gpu": Budget(trials_per_arm=64, epochs=100, grace_epochs=10, reduction_factor=3,
+                          model_preset="vit_s", overrides={"data_fraction": 0.1}),
+        },
+    )
+
+
+@register_space
+def agent_design() -> SearchSpace:
+    return SearchSpace(
+        name="agent_design",
+        description="shared mode: agent stem x downsampling x norm placement x feature resampling",
+        arms={
+            "agent_design": ("base", "res_like"),
+            "agent_stem": ("vit_like", "resnet_like"),
+            "agent_norm": ("pre", "post"),
+            "resample": ("avgpool1d", "interp2d"),
+        },
+        search=(LR, WEIGHT_DECAY, Float("hint", 1.0, 20.0, log=True)),
+        fixed={"mode": "shared"},
+        baseline={"agent_design": "base", "agent_stem": "vit_like"},
+        budgets={
+            "smoke": Budget(trials_per_arm=1, epochs=2, grace_epochs=1,
+                            arms={"agent_norm": ("pre",), "resample": ("avgpool1d",)},
+                            overrides={"data_fraction": 0.02, "max_eval_images": 1000}),
+            "cpu": Budget(trials_per_arm=3, epochs=6, grace_epochs=2,
+                          arms={"agent_norm": ("pre",)},
+                          overrides={"data_fraction": 0.05, **CPU_EVAL}),
+            "gpu": Budget(trials_per_arm=8, epochs=100, grace_epochs=10, reduction_factor=3,
+                          final_seeds=3, model_preset="vit_s", overrides={"data_fraction": 0.1}),
+        },
+    )
+
+
+@register_space
+def optimizer() -> SearchSpace:
+    return SearchSpace(
+        name="optimizer",
+        description="vit vs shared: lr, weight decay, warmup, batch size, smoothing, clipping",
+        arms={"mode": ("vit", "shared")},
+        search=(
+            LR,
+            WEIGHT_DECAY,
+            Float("warmup_epochs", 0.0, 2.0),
+            Categorical("batch_size", (32, 64, 128)),
+            Float("label_smoothing", 0.0, 0.2),
+            Categorical("clip_grad", (0.0, 1.0, 5.0)),
+        ),
+        baseline={"mode": "vit"},
+        budgets={
+            "smoke": Budget(trials_per_arm=2, epochs=2, grace_epochs=1,
+                            overrides={"data_fraction": 0.02, "max_eval_images": 1000}),
+            "cpu": Budget(trials_per_arm=8, epochs=6, grace_epochs=2,
+                          overrides={"data_fraction": 0.05, **CPU_EVAL}),
+            "gpu": Budget(trials_per_arm=32, epochs=100, grace_epochs=10, reduction_factor=3,
+                          final_seeds=3, model_preset="vit_s", overrides={"data_fraction": 0.1}),
+        },
+    )

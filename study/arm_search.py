@@ -1,0 +1,232 @@
+"""Per-arm search: each arm has its own Optuna study (TPE), its own share of the budget.
+
+One global TPE would spend the budget on the best cell and starve the rest; here every arm gets
+`trials_per_arm` trials, asked round-robin, from a sampler that only ever sees that arm's trials.
+
+An ASHA-stopped trial ends PRUNED in Optuna (with every epoch's value as an intermediate value), not
+COMPLETE with its early low-fidelity value, which is what Ray's own OptunaSearch does
+(ray-project/ray#5651, #15283) and which makes TPE compare epoch-1 and epoch-E accuracies as alike.
+
+Plain Python: no Ray here. `study.ray_tune` adapts it to Ray's Searcher interface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_spaces import Arm
+from study.plan import StudyConfig
+from study.store import Store, StudyRecord
+from trainers.config import config_hash
+
+__all__ = ["ArmSearch", "TrialSpec", "TERMINAL_STATUSES", "HASH_EXCLUDED"]
+
+# Statuses that use up an arm's budget. FAILED ones do too, except stale ones (driver died), which
+# resume re-runs; a trial that raised would raise again.
+TERMINAL_STATUSES = ("COMPLETE", "PRUNED", "REUSED", "FAILED")
+
+# Fields that do not change what a trial computes: left out of the dedup hash.
+HASH_EXCLUDED = ("data_dir", "device", "eval_batch_size", "compile")
+
+
+@dataclass
+class TrialSpec:
+    """One trial, as the driver hands it to the scheduler (JSON-ready via `as_config`)."""
+
+    number: int
+    arm: Arm
+    phase: str  # search | final
+    params: dict[str, Any]
+    train: dict[str, Any]  # resolved TrainConfig
+    config_hash: str
+    optuna_trial: optuna.Trial | None = field(default=None, repr=False)
+
+    def as_config(self) -> dict[str, Any]:
+        return {
+            "train": self.train,
+            "meta": {
+                "number": self.number,
+                "arm": self.arm.name,
+                "arm_factors": self.arm.factors,
+                "phase": self.phase,
+                "params": self.params,
+                "config_hash": self.config_hash,
+                "optuna_trial_id": self.optuna_trial._trial_id if self.optuna_trial else None,
+            },
+        }
+
+
+class ArmSearch:
+    """Asks each arm's Optuna study for configurations and tells it how they ended."""
+
+    def __init__(
+        self,
+        config: StudyConfig,
+        store: Store,
+        study: StudyRecord,
+        storage: optuna.storages.BaseStorage,
+        code_version: str,
+    ):
+        self.config, self.store, self.study = config, store, study
+        self.code_version = code_version
+        self.space = config.search_space
+        self.arms = config.arms()
+        self.studies: dict[str, optuna.Study] = {}
+        for index, arm in enumerate(self.arms):
+            sampler = optuna.samplers.TPESampler(
+                seed=config.seed + index,
+                multivariate=True,
+                group=True,  # conditional (define-by-run) parameters
+                constant_liar=True,  # parallel trials don't all get the same suggestion
+                n_startup_trials=max(2, min(10, config.trials_per_arm // 3)),
+            )
+            self.studies[arm.name] = optuna.create_study(
+                study_name=config.optuna_study_name(arm),
+                storage=storage,
+                sampler=sampler,
+                direction="maximize",
+                load_if_exists=True,
+            )
+        frame = store.trials_frame(study.name)
+        done = frame[frame["status"].isin(TERMINAL_STATUSES) & (frame["phase"] == "search")]
+        done = done[~done["error"].fillna("").str.startswith("stale")]
+        self.assigned = {arm.name: int((done["arm"] == arm.name).sum()) for arm in self.arms}
+        self.next_number = store.next_trial_number(study)
+        self.pending: dict[int, TrialSpec] = {}
+        self.reused = 0
+
+    # --- asking -----------------------------------------------------------------------------------
+
+    def remaining(self) -> int:
+        return sum(self.config.trials_per_arm - n for n in self.assigned.values())
+
+    def next_trial(self) -> TrialSpec | None:
+        """The next trial to run, or None when every arm's budget is used up.
+
+        A suggestion identical (by config hash) to a completed trial anywhere in the store is not
+        run again: it is recorded REUSED, told to Optuna with the original's values, and skipped.
+        """
+        while True:
+            arm = self._next_arm()
+            if arm is None:
+                return None
+            self.assigned[arm.name] += 1
+            study = self.studies[arm.name]
+            trial = study.ask()
+            params = self.space.sample(trial)
+            spec = self._spec(arm, "search", params, seed=self.config.seed, trial=trial)
+            if self._reuse(spec):
+                continue
+            self.pending[spec.number] = spec
+            return spec
+
+    def final_trials(self) -> list[TrialSpec]:
+        """Each arm's best search configuration re-run with `final_seeds` new seeds, on test."""
+        specs = []
+        for arm in self.arms:
+            best = self.best_params(arm)
+            if best is None:
+                continue
+            for i in range(self.config.final_seeds):
+                spec = self._spec(arm, "final", best, seed=self.config.seed + 1000 + i)
+                if not self._reuse(spec):
+                    specs.append(spec)
+                    self.pending[spec.number] = spec
+        return specs
+
+    def best_params(self, arm: Arm) -> dict[str, Any] | None:
+        study = self.studies[arm.name]
+        completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if not completed:
+            return None
+        best = max(completed, key=lambda t: t.value)
+        # Optuna keeps categorical labels; map back through the space (e.g. hint_layers "first").
+        return self._params_from_labels(best.params)
+
+    def _params_from_labels(self, labels: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for dist in self.space.search:
+            if dist.name in labels:
+                values = getattr(dist, "values", None)
+                out[dist.name] = values[labels[dist.name]] if values else labels[dist.name]
+        return out
+
+    def _next_arm(self) -> Arm | None:
+        open_arms = [a for a in self.arms if self.assigned[a.name] < self.config.trials_per_arm]
+        if not open_arms:
+            return None
+        return min(open_arms, key=lambda a: self.assigned[a.name])  # round-robin, fewest first
+
+    def _spec(self, arm: Arm, phase: str, params: dict[str, Any], seed: int, trial=None):
+        base = {**self.config.trainer_base(), "seed": seed}
+        train = self.space.trial_config(self.config.preset, arm, params, base).to_dict()
+        hashed = {k: v for k, v in train.items() if k not in HASH_EXCLUDED}
+        digest = config_hash(hashed, {"code_version": self.code_version})
+        number = self.next_number
+        self.next_number += 1
+        json_params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+        return TrialSpec(number, arm, phase, json_params, train, digest, trial)
+
+    def _reuse(self, spec: TrialSpec) -> bool:
+        original = self.store.find_completed_by_hash(spec.config_hash)
+        if original is None:
+            return False
+        optuna_id = spec.optuna_trial._trial_id if spec.optuna_trial else None
+        self.store.record_reused(
+            self.study.id,
+            original,
+            arm=spec.arm.name,
+            arm_factors=spec.arm.factors,
+            number=spec.number,
+            phase=spec.phase,
+            params=spec.params,
+            optuna_study_name=self.config.optuna_study_name(spec.arm) if optuna_id else None,
+            optuna_trial_id=optuna_id,
+        )
+        if spec.optuna_trial is not None:
+            curve = self.store.metric_curve(original.id, self.space.objective)
+            for epoch, value in curve:
+                spec.optuna_trial.report(value, epoch)
+            value = original.final_val_acc
+            study = self.studies[spec.arm.name]
+            if value is None or not math.isfinite(value):
+                study.tell(spec.optuna_trial, state=TrialState.FAIL)
+            else:
+                study.tell(spec.optuna_trial, value)
+        self.reused += 1
+        return True
+
+    # --- telling ------------------------------------------------------------------------------------
+
+    def on_result(self, number: int, result: dict[str, Any]) -> None:
+        spec = self.pending.get(number)
+        value = result.get(self.space.objective)
+        if spec is None or spec.optuna_trial is None or value is None:
+            return
+        if math.isfinite(value):
+            spec.optuna_trial.report(float(value), int(result["epoch"]))
+
+    def on_complete(self, number: int, last: dict[str, Any] | None, error: bool) -> str:
+        """Tell Optuna how the trial ended; return our status (COMPLETE | PRUNED | FAILED)."""
+        spec = self.pending.pop(number, None)
+        epochs = int(last["epoch"]) if last and "epoch" in last else 0
+        value = last.get(self.space.objective) if last else None
+        if error:
+            status = "FAILED"
+        elif epochs >= self.config.epochs and value is not None and math.isfinite(value):
+            status = "COMPLETE"
+        else:
+            status = "PRUNED"  # stopped by ASHA before max_t
+        if spec is not None and spec.optuna_trial is not None:
+            study = self.studies[spec.arm.name]
+            if status == "COMPLETE":
+                study.tell(spec.optuna_trial, float(value))
+            else:
+                state = TrialState.FAIL if status == "FAILED" else TrialState.PRUNED
+                study.tell(spec.optuna_trial, state=state)
+        return status

@@ -1,0 +1,232 @@
+"""Database URLs and engines: the one place that knows SQLite from PostgreSQL.
+
+Two backends are supported, and both hold Optuna's tables and ours side by side:
+
+- ``sqlite:///runs/study.db`` (a file; relative paths are relative to the working directory).
+  Every connection runs in WAL mode with a 30 s busy timeout, so optuna-dashboard can read while a
+  study writes (optuna-dashboard issue #545) and Ray workers never see "database is locked".
+- ``postgresql://user@host:5432/db`` (driven by psycopg 3; ``postgresql+psycopg://`` is the same).
+
+Anything wrong with a URL is a `StorageError` with one line saying what and where::
+
+    >>> make_engine("foo://x")
+    Traceback (most recent call last):
+    ...
+    study.engine.StorageError: unsupported database URL 'foo://x': use sqlite:///path/to/file.db or
+    postgresql://user@host:5432/database
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError
+
+from trainers.errors import BootstudyError
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "DEFAULT_RUNS_DIR",
+    "SQLITE_BUSY_TIMEOUT_SECONDS",
+    "POSTGRES_CONNECT_TIMEOUT_SECONDS",
+    "StorageError",
+    "normalize_url",
+    "mask_password",
+    "make_engine",
+    "optuna_storage",
+]
+
+DEFAULT_RUNS_DIR = Path("runs")  # SQLite files under here get their directory created for them
+SQLITE_BUSY_TIMEOUT_SECONDS = 30  # a writer waits this long for another writer, then fails
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 5  # an unreachable server fails fast instead of hanging
+BEGIN_IMMEDIATE = "bootstudy_begin_immediate"  # execution option: take SQLite's write lock first
+
+_URL_HINT = "use sqlite:///path/to/file.db or postgresql://user@host:5432/database"
+
+
+class StorageError(BootstudyError):
+    """The study database cannot be used as asked: bad URL, unreachable server, missing study..."""
+
+
+def normalize_url(url: str) -> URL:
+    """Parse `url` and pin the driver: SQLite's built-in one, or psycopg 3 for PostgreSQL."""
+    try:
+        parsed = sa.make_url(url)
+    except ArgumentError:
+        raise StorageError(f"cannot parse database URL {url!r}: {_URL_HINT}") from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgresql", "postgres") and driver in ("", "psycopg"):
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite" and driver in ("", "pysqlite"):
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed.query):
+            raise StorageError(
+                f"an in-memory SQLite database ({mask_password(url)}) cannot be shared with Ray "
+                "workers or optuna-dashboard: give a file, e.g. sqlite:///runs/study.db"
+            )
+        return parsed.set(drivername="sqlite")
+    raise StorageError(f"unsupported database URL {mask_password(url)!r}: {_URL_HINT}")
+
+
+def mask_password(url: str | URL) -> str:
+    """`url` as text with any password replaced by ``***``, for logs and error messages."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        parsed = sa.make_url(url)
+    except ArgumentError:
+        return url.split("@")[-1] if "@" in url else url  # drop any credentials we can't parse
+    return mask_password(parsed)
+
+
+def make_engine(url: str) -> Engine:
+    """A SQLAlchemy engine for `url`, checked by connecting once (errors are `StorageError`).
+
+    SQLite: the file's directory must exist and be writable, except under ``runs/`` where it is
+    created; WAL, ``busy_timeout`` and foreign keys are set on every connection.
+    PostgreSQL: ``pool_pre_ping`` and a 5 s connect timeout.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        _check_sqlite_path(Path(parsed.database))
+        engine = sa.create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+        event.listen(engine, "connect", _on_sqlite_connect)
+        event.listen(engine, "begin", _on_sqlite_begin)
+    else:
+        engine = sa.create_engine(
+            parsed,
+            pool_pre_ping=True,  # a server restart between epochs must not fail the next write
+            connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS},
+        )
+    _probe(engine, parsed)
+    return engine
+
+
+def optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage on the same database, with the same SQLite settings as ours.
+
+    WAL is a property of the database file, so connecting once through `make_engine` switches it on
+    for Optuna's connections too; ``timeout`` gives them the same busy timeout.
+    """
+    import optuna
+
+    parsed = normalize_url(url)
+    make_engine(url).dispose()  # validates, creates runs/ if needed, and turns WAL on
+    if parsed.get_backend_name() == "sqlite":
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}}
+    else:
+        engine_kwargs = {
+            "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS},
+        }
+    rendered = parsed.render_as_string(hide_password=False)
+    try:
+        storage = optuna.storages.RDBStorage(rendered, engine_kwargs=engine_kwargs)
+    except DBAPIError as exc:
+        raise StorageError(
+            f"cannot open Optuna's tables at {mask_password(parsed)}: {_one_line(exc)}"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(storage.engine, "connect", _on_optuna_sqlite_connect)
+    return storage
+
+
+def _check_sqlite_path(path: Path) -> None:
+    directory = path.parent if str(path.parent) else Path(".")
+    where = f"cannot write the SQLite database at {path}"
+    if not directory.exists() and _is_under(directory, DEFAULT_RUNS_DIR):
+        directory.mkdir(parents=True, exist_ok=True)
+    if not directory.exists():
+        raise StorageError(f"{where}: directory {directory} does not exist")
+    if not directory.is_dir():
+        raise StorageError(f"{where}: {directory} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StorageError(f"{where}: directory {directory} is not writable")
+    if path.exists() and (path.is_dir() or not os.access(path, os.R_OK | os.W_OK)):
+        raise StorageError(f"{where}: it is a directory or not readable and writable")
+
+
+def _is_under(directory: Path, root: Path) -> bool:
+    try:
+        directory.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    # SQLAlchemy emits BEGIN itself (see _on_sqlite_begin): sqlite3's legacy mode would not
+    # begin before a SELECT or DDL, so migrations would not be atomic.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+    _set_wal(cursor)
+    cursor.execute("PRAGMA synchronous = NORMAL")  # WAL-safe; skips an fsync per commit
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _on_sqlite_begin(connection: sa.Connection) -> None:
+    # A write transaction takes the write lock up front: upgrading a read lock later fails with
+    # SQLITE_BUSY at once when another writer got in between, and busy_timeout cannot help.
+    if connection.get_execution_options().get(BEGIN_IMMEDIATE):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
+
+
+def _on_optuna_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+    _set_wal(cursor)
+    cursor.close()
+
+
+def _set_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch to WAL (readers never block the writer, nor it them), retrying while it is busy.
+
+    Two processes creating the same new file race to switch its journal mode, and SQLite reports
+    the loser busy at once, without waiting out busy_timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _probe(engine: Engine, url: URL) -> None:
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except DBAPIError as exc:
+        engine.dispose()
+        message = _one_line(exc)
+        if url.get_backend_name() == "sqlite":
+            raise StorageError(
+                f"cannot write the SQLite database at {url.database}: {message}"
+            ) from None
+        hint = ""
+        if "does not exist" in message and url.database:
+            hint = f" (create it with: createdb -h {url.host or 'localhost'} {url.database})"
+        raise StorageError(
+            f"cannot connect to PostgreSQL at {mask_password(url)}: {message}{hint}"
+        ) from None
+
+
+def _one_line(exc: DBAPIError) -> str:
+    """The driver's message without SQLAlchemy's SQL echo and background link, on one line."""
+    text = str(exc.orig) if exc.orig is not None else str(exc)
+    return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())

@@ -1,0 +1,140 @@
+"""`StudyConfig`: one study, fully resolved (space, budget, resources, storage) before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from search_spaces import Arm, SearchSpace, get_space
+from trainers.config import strict_from_dict
+from trainers.errors import ConfigError
+
+__all__ = ["StudyConfig", "DEFAULT_STORAGE", "resolve_preset"]
+
+DEFAULT_STORAGE = "sqlite:///runs/studies.db"  # embedded, nothing to start
+STUDY_PRESETS = ("smoke", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    space: str  # a registered search space (search_spaces.list_spaces())
+    name: str  # study name; per-arm Optuna studies are named "<name>/<arm>"
+    preset: str  # smoke | cpu | gpu (resolved from auto)
+    dataset: str = "fashion_mnist"  # what every trial trains on
+    data_dir: str | None = None  # the dataset's own lookup order when None
+    storage: str = DEFAULT_STORAGE  # one SQL URL: our tables and Optuna's
+    trials_per_arm: int = 0  # 0: the preset's budget
+    epochs: int = 0  # ASHA max_t; 0: the preset's budget
+    grace_epochs: int = 0  # ASHA grace period; 0: the preset's budget
+    reduction_factor: float = 0.0  # ASHA's rf; 0: the preset's budget
+    final_seeds: int = -1  # re-runs of each arm's best config on new seeds; -1: preset's budget
+    concurrency: int = 0  # trials at once; 0: as many as the CPUs/GPUs allow
+    cpus_per_trial: float = 1.0  # Ray resources of one trial; torch uses that many threads
+    gpus_per_trial: float = 0.0  # fractions pack small trials on one GPU (0.25: four per GPU)
+    address: str | None = None  # an existing Ray cluster; None starts Ray on this machine
+    seed: int = 0  # TPE's seed and the trials' base seed
+    retries: int = 0  # Ray re-runs of a trial that raised (NonFiniteLoss will raise again)
+    results_dir: str = "runs"  # Ray's results and the reports go below it
+
+    def __post_init__(self) -> None:
+        space = get_space(self.space)
+        if self.preset not in STUDY_PRESETS:
+            raise ConfigError(
+                f"unknown preset '{self.preset}'; choose from: auto, {', '.join(STUDY_PRESETS)}"
+            )
+        budget = space.budget(self.preset)
+        defaults = {
+            "trials_per_arm": (0, budget.trials_per_arm),
+            "epochs": (0, budget.epochs),
+            "grace_epochs": (0, min(budget.grace_epochs, self.epochs or budget.epochs)),
+            "reduction_factor": (0.0, budget.reduction_factor),
+            "final_seeds": (-1, budget.final_seeds),
+        }
+        for key, (unset, value) in defaults.items():
+            if getattr(self, key) == unset:
+                object.__setattr__(self, key, value)
+        checks = [
+            (self.trials_per_arm >= 1, f"--trials must be >= 1, got {self.trials_per_arm}"),
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (1 <= self.grace_epochs <= self.epochs,
+             f"--grace-epochs must be in [1, epochs={self.epochs}], got {self.grace_epochs}"),
+            (self.reduction_factor > 1, f"--reduction-factor must be > 1, got "
+                                        f"{self.reduction_factor}"),
+            (self.final_seeds >= 0, f"--final-seeds must be >= 0, got {self.final_seeds}"),
+            (self.concurrency >= 0, f"--concurrency must be >= 0, got {self.concurrency}"),
+            (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
+            (self.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got "
+                                       f"{self.gpus_per_trial}"),
+            (self.retries >= 0, f"--retries must be >= 0, got {self.retries}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        if not self.name or "/" in self.name or len(self.name) > 200:
+            raise ConfigError(f"study name must be 1-200 characters without '/', got {self.name!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> StudyConfig:
+        return strict_from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def search_space(self) -> SearchSpace:
+        return get_space(self.space)
+
+    def arms(self) -> list[Arm]:
+        return self.search_space.arm_grid(self.preset)
+
+    def trainer_base(self) -> dict[str, Any]:
+        """TrainConfig values every trial of the study shares."""
+        base: dict[str, Any] = {"dataset": self.dataset, "epochs": self.epochs}
+        if self.data_dir is not None:
+            base["data_dir"] = self.data_dir
+        if self.gpus_per_trial == 0:
+            base["device"] = "cpu"
+        return base
+
+    def optuna_study_name(self, arm: Arm) -> str:
+        return f"{self.name}/{arm.name}"
+
+    def rungs(self) -> list[int]:
+        """ASHA's milestones: grace x rf^k below max epochs (where trials may be stopped)."""
+        out, t = [], float(self.grace_epochs)
+        while t < self.epochs:
+            out.append(round(t))
+            t *= self.reduction_factor
+        return out
+
+    def report_config(self) -> dict[str, Any]:
+        """What the study row stores: this config plus what reports need to read it alone."""
+        space = self.search_space
+        baseline = None
+        if space.baseline:
+            arms = self.arms()
+            candidates = [a for a in arms if all(a.factors.get(k) == v
+                                                  for k, v in space.baseline.items())]
+            baseline = candidates[0].name if candidates else None
+        return {
+            **self.to_dict(),
+            "arm_factors": list(space.arms),
+            "arms": [a.name for a in self.arms()],
+            "baseline": space.baseline,
+            "baseline_arm": baseline,
+            "objective": space.objective,
+            "rungs": self.rungs(),
+        }
+
+
+def resolve_preset(preset: str, gpus_per_trial: float) -> tuple[str, str | None]:
+    """`auto` picks gpu when CUDA is visible (and allowed), else cpu; says why."""
+    if preset != "auto":
+        return preset, None
+    import torch  # deferred: the CLI answers --help and --list-spaces without importing torch
+
+    if torch.cuda.is_available() and os.environ.get("CUDA_VISIBLE_DEVICES", "x") != "":
+        return "gpu", f"--preset auto: {torch.cuda.device_count()} CUDA device(s) found, using gpu"
+    return "cpu", "--preset auto: no CUDA device found, using the cpu preset"

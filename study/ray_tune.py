@@ -1,0 +1,349 @@
+"""The one module that talks to Ray.
+
+Ray Tune's reporting and scheduling APIs have changed several times; everything else in bootstudy
+sees plain Python (`ArmSearch`, `Store`, a `train(config, report)` function), so a Ray upgrade is a
+change to this file only. What lives here:
+
+- `PerArmASHA`: one ASHA bracket per arm, so a 1%-data trial is never cut against 100%-data trials.
+- `ArmSearcher`: Ray's Searcher interface over `ArmSearch` (per-arm Optuna studies).
+- `StoreCallback`: the single writer. Trial processes never open the database; the driver writes
+  every start, epoch, end and failure through this callback.
+- `run_trials`: a Tuner over those, with the dataset put once into Ray's object store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+
+from study.arm_search import ArmSearch, TrialSpec
+from study.store import Store
+from trainers.config import TrainConfig
+
+__all__ = ["PerArmASHA", "ArmSearcher", "StoreCallback", "run_trials", "ray_session"]
+
+log = logging.getLogger(__name__)
+
+TrainFn = Callable[..., dict[str, Any]]
+
+
+# --- scheduling ---------------------------------------------------------------------------------
+
+
+def _arm_of(trial) -> str:
+    return trial.config["meta"]["arm"]
+
+
+class PerArmASHA(FIFOScheduler):
+    """ASHA with separate rungs per arm: trials are compared only with trials of their own arm.
+
+    `history` pre-fills each arm's rungs with the values earlier trials of that arm reached at each
+    milestone (a resumed study keeps its cut-offs instead of starting from empty rungs).
+    """
+
+    def __init__(
+        self,
+        metric: str,
+        max_t: int,
+        grace_period: int,
+        reduction_factor: float,
+        time_attr: str = "epoch",
+        history: dict[str, list[dict[int, float]]] | None = None,
+    ):
+        super().__init__()
+        self._metric, self._mode = metric, "max"
+        self._options = dict(
+            time_attr=time_attr, metric=metric, mode="max", max_t=max_t,
+            grace_period=grace_period, reduction_factor=reduction_factor,
+        )
+        self.arms: dict[str, AsyncHyperBandScheduler] = {}
+        self.stopped: dict[str, list[str]] = {}  # arm -> trial ids stopped early, in order
+        for arm, curves in (history or {}).items():
+            self._prefill(self._arm(arm), arm, curves)
+
+    def _arm(self, arm: str) -> AsyncHyperBandScheduler:
+        if arm not in self.arms:
+            self.arms[arm] = AsyncHyperBandScheduler(**self._options)
+        return self.arms[arm]
+
+    @staticmethod
+    def _prefill(asha: AsyncHyperBandScheduler, arm: str, curves: list[dict[int, float]]) -> None:
+        (bracket,) = asha._brackets  # one bracket: plain ASHA
+        for i, curve in enumerate(curves):
+            key = f"history:{arm}:{i}"
+            for milestone, recorded in bracket._rungs:
+                if milestone in curve and curve[milestone] is not None:
+                    recorded[key] = curve[milestone]
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True  # metric and mode are fixed at construction
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._arm(_arm_of(trial)).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        arm = _arm_of(trial)
+        action = self._arm(arm).on_trial_result(tune_controller, trial, result)
+        if action == TrialScheduler.STOP and result.get("epoch", 0) < self._options["max_t"]:
+            self.stopped.setdefault(arm, []).append(trial.trial_id)
+        return action
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._arm(_arm_of(trial)).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._arm(_arm_of(trial))._trial_info.pop(trial.trial_id, None)
+
+    def debug_string(self) -> str:
+        return "PerArmASHA: " + ", ".join(
+            f"{arm}: {len(ids)} stopped" for arm, ids in self.stopped.items()
+        )
+
+
+# --- searching ----------------------------------------------------------------------------------
+
+
+class ArmSearcher(Searcher):
+    """Ray's Searcher over `ArmSearch`; with `specs` given, it serves that fixed list instead."""
+
+    def __init__(self, search: ArmSearch, specs: list[TrialSpec] | None = None):
+        super().__init__(metric=search.space.objective, mode="max")
+        self.search = search
+        self.specs = list(specs) if specs is not None else None
+        self.numbers: dict[str, int] = {}
+        self.status: dict[str, str] = {}  # trial id -> COMPLETE | PRUNED | FAILED, for the writer
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.specs is not None:
+            spec = self.specs.pop(0) if self.specs else None
+        else:
+            spec = self.search.next_trial()
+        if spec is None:
+            return Searcher.FINISHED
+        self.numbers[trial_id] = spec.number
+        return spec.as_config()
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.search.on_result(self.numbers[trial_id], result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        self.status[trial_id] = self.search.on_complete(self.numbers[trial_id], result, error)
+
+
+# --- recording ----------------------------------------------------------------------------------
+
+
+class StoreCallback(tune.Callback):
+    """The single writer: every trial event goes to the store, from the driver process."""
+
+    def __init__(
+        self,
+        store: Store,
+        study_id: int,
+        searcher: ArmSearcher,
+        optuna_study_name: Callable[[str], str],
+        on_event: Callable[[str, dict[str, Any]], None] | None = None,
+    ):
+        self.store, self.study_id, self.searcher = store, study_id, searcher
+        self.optuna_study_name = optuna_study_name
+        self.on_event = on_event or (lambda kind, info: None)
+        self.rows: dict[str, int] = {}  # Ray trial id -> our trial id
+        self.started: dict[str, float] = {}
+        self.last: dict[str, dict[str, Any]] = {}
+
+    def _info(self, trial, **extra) -> dict[str, Any]:
+        meta = trial.config["meta"]
+        return {"number": meta["number"], "arm": meta["arm"], "params": meta["params"],
+                "phase": meta["phase"], **extra}
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if trial.trial_id in self.rows:  # a retried trial keeps its row
+            return
+        meta, train = trial.config["meta"], trial.config["train"]
+        optuna_id = meta.get("optuna_trial_id")
+        self.rows[trial.trial_id] = self.store.start_trial(
+            self.study_id,
+            arm=meta["arm"],
+            arm_factors=meta["arm_factors"],
+            number=meta["number"],
+            phase=meta["phase"],
+            params=meta["params"],
+            config=train,
+            config_hash=meta["config_hash"],
+            seed=train["seed"],
+            optuna_study_name=self.optuna_study_name(meta["arm"]) if optuna_id else None,
+            optuna_trial_id=optuna_id,
+            ray_trial_id=trial.trial_id,
+        )
+        self.started[trial.trial_id] = time.monotonic()
+        self.on_event("start", self._info(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        payload = result.get("trainer")
+        if not payload:
+            return
+        metrics = payload["metrics"]
+        self.last[trial.trial_id] = payload
+        values = {k: v for k, v in metrics.items() if k != "epoch"}
+        self.store.record_epoch(self.rows[trial.trial_id], int(metrics["epoch"]), values)
+        self.on_event("epoch", self._info(trial, epoch=int(metrics["epoch"]),
+                                          val_acc=metrics.get("val_acc")))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        status = self.searcher.status.pop(trial.trial_id, "COMPLETE")
+        payload = self.last.pop(trial.trial_id, None) or {}
+        final = payload.get("result") or {}
+        metrics = payload.get("metrics") or {}
+        self.store.finish_trial(
+            self.rows[trial.trial_id],
+            status,
+            result=final or None,
+            trial_seconds=self._seconds(trial),
+            final_val_acc=metrics.get("val_acc"),
+            test_acc=final.get("test_acc"),
+            test_acc_agent=final.get("test_acc_agent"),
+        )
+        self.on_event("end", self._info(trial, status=status, val_acc=metrics.get("val_acc"),
+                                        epoch=metrics.get("epoch")))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.searcher.status.pop(trial.trial_id, None)
+        payload = self.last.pop(trial.trial_id, None) or {}
+        error = _error_text(trial)
+        self.store.finish_trial(
+            self.rows[trial.trial_id],
+            "FAILED",
+            error=error,
+            trial_seconds=self._seconds(trial),
+            final_val_acc=(payload.get("metrics") or {}).get("val_acc"),
+        )
+        self.on_event("end", self._info(trial, status="FAILED", error=error.splitlines()[-1]))
+
+    def _seconds(self, trial) -> float:
+        return time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+
+
+def _error_text(trial) -> str:
+    """The trial's error with its traceback, as Ray saved it on the driver."""
+    for path in (getattr(trial, "error_file", None),):
+        if path and os.path.exists(path):
+            return Path(path).read_text()[-20000:]
+    message = getattr(trial, "error_msg", None)
+    return str(message) if message else "trial raised an error (no traceback recorded by Ray)"
+
+
+# --- the trial process ----------------------------------------------------------------------------
+
+
+def _trial(config: dict[str, Any], data=None, train_fn: TrainFn | None = None) -> None:
+    """Runs inside a Ray worker: train, report every epoch, the last one with the test results."""
+    import torch
+
+    resources = tune.get_context().get_trial_resources()
+    cpus = max(1, int(resources.required_resources.get("CPU", 1)))
+    torch.set_num_threads(cpus)  # one trial per CPU slot; oversubscription slows everyone
+    cfg = TrainConfig.from_dict(config["train"])
+    held: list[dict[str, float]] = []
+
+    def report(metrics: dict[str, float]) -> None:
+        metrics = {k: float(v) for k, v in metrics.items()}
+        if int(metrics["epoch"]) >= cfg.epochs:
+            held.append(metrics)  # sent below with the test results: one message, one row
+            return
+        tune.report({**metrics, "trainer": {"metrics": metrics}})
+
+    result = (train_fn or _default_train)(cfg, report, data=data)
+    metrics = held[-1] if held else {}
+    tune.report({**metrics, "trainer": {"metrics": metrics, "result": _jsonable(result)}})
+
+
+def _default_train(cfg, report, data=None):
+    from trainers.train import train
+
+    return train(cfg, report, data=data)
+
+
+def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+# --- running --------------------------------------------------------------------------------------
+
+
+def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = True):
+    """Start (or join, with `address`) Ray; returns a function that shuts it down again."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB per trial
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    kwargs: dict[str, Any] = dict(
+        include_dashboard=False, log_to_driver=not quiet, logging_level=logging.ERROR,
+        configure_logging=True,
+    )
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+    for name in ("ray", "ray.tune", "ray.train"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return ray.shutdown
+
+
+def cluster_resources() -> dict[str, float]:
+    return dict(ray.cluster_resources())
+
+
+def run_trials(
+    *,
+    name: str,
+    searcher: ArmSearcher,
+    scheduler: TrialScheduler | None,
+    callback: StoreCallback,
+    data: Any,
+    num_samples: int,
+    concurrency: int,
+    cpus_per_trial: float,
+    gpus_per_trial: float,
+    retries: int,
+    results_dir: str,
+    train_fn: TrainFn | None = None,
+) -> None:
+    """Run the trials the searcher hands out until it says FINISHED."""
+    trainable = tune.with_parameters(_trial, data=data, train_fn=train_fn)
+    trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler or FIFOScheduler(),
+            num_samples=num_samples,
+            max_concurrent_trials=concurrency or None,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(Path(results_dir).resolve() / "ray"),
+            verbose=0,
+            callbacks=[callback],
+            failure_config=tune.FailureConfig(max_failures=retries),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            log_to_file=True,
+        ),
+    )
+    try:
+        tuner.fit()
+    except Exception:  # Tune's own errors: the store already has every finished trial
+        log.error("Ray Tune stopped: %s", traceback.format_exc())
+        raise

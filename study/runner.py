@@ -1,0 +1,222 @@
+"""Run a whole study: validate, record, search every arm, re-run the winners, summarise.
+
+Order matters for "nothing half-written": everything that can fail on bad input (space, storage
+URL, dataset) is checked before the study row is created.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from study import provenance
+from study.arm_search import ArmSearch
+from study.engine import mask_password, optuna_storage
+from study.live import LiveView
+from study.plan import StudyConfig
+from study.store import Store, fail_stale_optuna_trials
+from trainers.datasets import load_dataset
+from trainers.errors import ConfigError
+
+__all__ = ["run_study", "StudySummary", "dashboard_command"]
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    name: str
+    storage: str
+    counts: dict[str, int]  # status -> trials
+    best: dict[str, dict[str, Any]]  # arm -> best trial (params, val_acc, test_acc)
+    seconds: float
+    report_path: str | None
+
+
+def dashboard_command(storage: str) -> str:
+    return f"optuna-dashboard '{storage}'"
+
+
+def run_study(
+    config: StudyConfig,
+    *,
+    command: str,
+    resume: bool = False,
+    train_fn=None,
+    out=sys.stdout,
+    build_report: bool = True,
+) -> StudySummary:
+    """Run (or resume) the study `config` describes; returns what it found.
+
+    `train_fn` replaces the trainer (tests drive the orchestration with hand-made curves).
+    """
+    started = time.monotonic()
+    store = Store.open(config.storage)
+    data = load_dataset(config.dataset, config.data_dir)  # missing data fails before any write
+    info = provenance.collect()
+    code = info["code_version"]
+    if resume:
+        study = store.get_study(config.name)
+        if study.space != config.space:
+            raise ConfigError(
+                f"study '{config.name}' is a '{study.space}' study, not '{config.space}'"
+            )
+        stale = store.mark_stale_running(study.id)
+        storage = optuna_storage(config.storage)
+        fail_stale_optuna_trials(storage, [config.optuna_study_name(a) for a in config.arms()])
+        store.set_study_status(config.name, "RUNNING", finished=False)
+        print(f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out)
+    else:
+        study = store.create_study(
+            config.name, config.space, config.dataset, config.preset, command,
+            config.report_config(), info,
+        )
+        storage = optuna_storage(config.storage)
+
+    # Ray is imported here, not at module import: --help, --list-spaces and errors stay fast.
+    from study import ray_tune
+
+    search = ArmSearch(config, store, study, storage, code)
+    live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
+    shutdown = ray_tune.ray_session(config.address)
+    status = "INTERRUPTED"
+    try:
+        _run_phase(ray_tune, config, search, store, study.id, live, data, train_fn, final=False)
+        if config.final_seeds:
+            _run_phase(ray_tune, config, search, store, study.id, live, data, train_fn, final=True)
+        status = "FINISHED"
+    except Exception:
+        status = "FAILED"
+        raise
+    finally:
+        store.set_study_status(config.name, status)
+        shutdown()
+        live.close()
+
+    summary = _summarise(store, config, time.monotonic() - started, search.reused)
+    report_path = None
+    if build_report:
+        report_path = _report(config, out)
+    summary = StudySummary(**{**summary.__dict__, "report_path": report_path})
+    _print_summary(summary, config, out)
+    return summary
+
+
+def _run_phase(ray_tune, config, search, store, study_id, live, data, train_fn, final: bool):
+    if final:
+        specs = search.final_trials()
+        if not specs:
+            return
+        searcher = ray_tune.ArmSearcher(search, specs)
+        scheduler, samples = None, len(specs)
+        live.phase("final: best config per arm on new seeds, evaluated on test")
+    else:
+        searcher = ray_tune.ArmSearcher(search)
+        history = _history(store, config, study_id)
+        scheduler = ray_tune.PerArmASHA(
+            search.space.objective, config.epochs, config.grace_epochs, config.reduction_factor,
+            history=history,
+        )
+        samples = search.remaining()
+        if samples == 0:
+            return
+        live.phase(f"search: {len(search.arms)} arm(s) x {config.trials_per_arm} trial(s)")
+    callback = ray_tune.StoreCallback(
+        store, study_id, searcher, lambda arm: f"{config.name}/{arm}", on_event=live.event
+    )
+    concurrency = config.concurrency or _default_concurrency(ray_tune, config)
+    ray_tune.run_trials(
+        name=f"{config.name}-{'final' if final else 'search'}-{int(time.time())}",
+        searcher=searcher,
+        scheduler=scheduler,
+        callback=callback,
+        data=data,
+        num_samples=samples,
+        concurrency=concurrency,
+        cpus_per_trial=config.cpus_per_trial,
+        gpus_per_trial=config.gpus_per_trial,
+        retries=config.retries,
+        results_dir=config.results_dir,
+        train_fn=train_fn,
+    )
+
+
+def _default_concurrency(ray_tune, config: StudyConfig) -> int:
+    resources = ray_tune.cluster_resources()
+    by_cpu = int(resources.get("CPU", 1) // config.cpus_per_trial)
+    if config.gpus_per_trial > 0:
+        return max(1, min(by_cpu, int(resources.get("GPU", 0) // config.gpus_per_trial)))
+    return max(1, by_cpu)
+
+
+def _history(store: Store, config: StudyConfig, study_id: int) -> dict[str, list[dict[int, float]]]:
+    """Earlier trials' objective per epoch, per arm: a resumed study's ASHA rungs start from them."""
+    trials = store.trials_frame(config.name)
+    if trials.empty:
+        return {}
+    metrics = store.metrics_frame(config.name)
+    objective = config.search_space.objective
+    metrics = metrics[metrics["name"] == objective]
+    done = trials[trials["status"].isin(("COMPLETE", "PRUNED")) & (trials["phase"] == "search")]
+    arm_of = dict(zip(done["id"], done["arm"], strict=True))
+    out: dict[str, list[dict[int, float]]] = {}
+    for trial_id, rows in metrics[metrics["trial_id"].isin(arm_of)].groupby("trial_id"):
+        curve = dict(zip(rows["epoch"].astype(int), rows["value"], strict=True))
+        out.setdefault(arm_of[trial_id], []).append(curve)
+    return out
+
+
+def _summarise(store: Store, config: StudyConfig, seconds: float, reused: int) -> StudySummary:
+    trials = store.trials_frame(config.name)
+    counts = {str(k): int(v) for k, v in trials["status"].value_counts().items()}
+    best: dict[str, dict[str, Any]] = {}
+    search = trials[(trials["phase"] == "search") & trials["status"].isin(("COMPLETE", "REUSED"))]
+    for arm, rows in search.groupby("arm"):
+        top = rows.sort_values("final_val_acc", ascending=False).iloc[0]
+        final = trials[(trials["phase"] == "final") & (trials["arm"] == arm)]
+        final_test = final["test_acc"].dropna()
+        best[arm] = {
+            "trial": int(top["number"]),
+            "params": json.loads(top["params_json"]) if "params_json" in top else {},
+            "val_acc": float(top["final_val_acc"]),
+            "test_acc": float(top["test_acc"]) if top["test_acc"] == top["test_acc"] else None,
+            "final_test_acc_mean": float(final_test.mean()) if len(final_test) else None,
+            "final_n": int(len(final_test)),
+        }
+    return StudySummary(config.name, config.storage, counts, best, seconds, None)
+
+
+def _report(config: StudyConfig, out) -> str | None:
+    try:
+        from reports import build_report
+    except ImportError:
+        return None
+    try:
+        path = build_report(config.name, config.storage)
+    except Exception as err:  # a report bug must not hide a finished study's results
+        print(f"warning: the report could not be built: {err}", file=out)
+        return None
+    return str(path)
+
+
+def _print_summary(summary: StudySummary, config: StudyConfig, out) -> None:
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    print(f"\nstudy '{summary.name}' done in {summary.seconds / 60:.1f} min: {counts}", file=out)
+    if summary.best:
+        print("best per arm (search phase: val_acc is optimistic, selected on validation):",
+              file=out)
+        width = max(len(a) for a in summary.best)
+        for arm, b in sorted(summary.best.items()):
+            params = ", ".join(f"{k}={_short(v)}" for k, v in b["params"].items())
+            final = (f"  final test {b['final_test_acc_mean']:.2%} (n={b['final_n']})"
+                     if b["final_test_acc_mean"] is not None else "")
+            print(f"  {arm:<{width}}  val {b['val_acc']:.2%}{final}  [{params}]", file=out)
+    print(f"results:   {mask_password(config.storage)} (study '{config.name}')", file=out)
+    print(f"dashboard: {dashboard_command(mask_password(config.storage))}", file=out)
+    if summary.report_path:
+        print(f"report:    {summary.report_path}", file=out)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

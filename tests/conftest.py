@@ -1,0 +1,70 @@
+"""Shared fixtures.
+
+Storage: `storage_url` runs a test once per backend, on a SQLite file in ``tmp_path`` and on a fresh
+PostgreSQL database (``BOOTSTUDY_TEST_POSTGRES``, default the server on 127.0.0.1:5432) that is
+dropped afterwards. Without a reachable server the PostgreSQL case is skipped with the reason, or
+fails when ``CI=true``: CI must test both backends.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+STORAGE_BACKENDS = ("sqlite", "postgresql")
+POSTGRES_ADMIN_URL = os.environ.get(
+    "BOOTSTUDY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@functools.cache
+def postgres_unavailable() -> str | None:
+    """Why the test PostgreSQL server cannot be used, or None when it can."""
+    import psycopg
+
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {POSTGRES_ADMIN_URL} unreachable: {' '.join(str(exc).split())}"
+
+
+def require_postgres() -> None:
+    """Skip the calling test without PostgreSQL; fail it instead when CI=true."""
+    reason = postgres_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: the PostgreSQL backend must be tested)", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def postgres_admin_url() -> str:
+    """URL of the test PostgreSQL server's maintenance database (skip/fail as `storage_url`)."""
+    require_postgres()
+    return POSTGRES_ADMIN_URL
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """A URL to an empty database, once per backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+        return
+    require_postgres()
+    import psycopg
+    import sqlalchemy as sa
+
+    name = f"bootstudy_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(False)
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

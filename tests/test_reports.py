@@ -1,0 +1,251 @@
+"""reports/: the statistics against hand-computed numbers, and whole reports from studies whose
+results are known in advance (a hand-made one, and small synthetic ones)."""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import plotly.offline
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from scipy import stats as sps
+
+from reports import build_report
+from reports.stats import (
+    asha_rungs,
+    asha_saved_share,
+    compare,
+    format_interval,
+    holm,
+    summarize,
+    t_interval,
+)
+from reports.synthetic import make_synthetic_study, write_study
+
+ROOT = Path(__file__).resolve().parent.parent
+XSS = "<script>window.__xss=1</script>"
+SECTIONS = ("summary", "main", "curves", "search", "tables", "cost", "provenance")
+
+
+# --- statistics --------------------------------------------------------------------------------
+def test_t_interval_of_1_to_4_is_mean_plus_minus_t_times_sem():
+    # mean 2.5, s = sqrt(5/3), sem = s/2 = 0.6454972..., t(0.975, df=3) = 3.182446305 (tables)
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    lo, hi = t_interval([1, 2, 3, 4])
+    assert lo == pytest.approx(2.5 - half, abs=1e-9)
+    assert hi == pytest.approx(2.5 + half, abs=1e-9)
+    assert (round(lo, 4), round(hi, 4)) == (0.4457, 4.5543)
+
+
+def test_single_value_has_no_interval_and_no_test():
+    s = summarize([0.8])
+    assert (s.n, s.mean, s.std, s.ci) == (1, 0.8, None, None)
+    assert format_interval(s) == "n=1, no interval"
+    diff, p, test = compare([0.8], [0.7, 0.72])
+    assert diff == pytest.approx(0.09) and p is None and test == "none (n=1 vs 2)"
+
+
+def test_welch_p_value_matches_the_textbook_formula_and_r():
+    a, b = [1, 2, 3, 4], [3, 4, 5, 6]
+    # equal variances 5/3, n=4: t = -2 / sqrt(5/6) = -2.19089, Welch df = 6 (R: p-value = 0.07099)
+    diff, p, test = compare(a, b)
+    assert test == "Welch t" and diff == -2.0
+    assert p == pytest.approx(0.07099, abs=5e-6)
+    # unequal variances: Welch-Satterthwaite by hand, scipy only for the t tail
+    a, b = [1, 2, 3, 4], [2, 4, 6, 8, 10]
+    va, vb = 5 / 3 / 4, 10 / 5  # var/n: var(a) = 5/3, var(b) = 10
+    t = (2.5 - 6) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 4)
+    assert compare(a, b)[1] == pytest.approx(2 * sps.t.sf(abs(t), df), rel=1e-12)
+
+
+def test_same_seeds_give_a_paired_test():
+    # matched by seed: 0.78-0.70, 0.79-0.72, 0.81-0.74 = 0.08, 0.07, 0.07: mean 0.07333,
+    # sd 0.005774 -> t = 22 on 2 df; t(2 df) has cdf 1/2 + t / (2 sqrt(2 + t^2)),
+    # so p = 1 - 22 / sqrt(486)
+    diff, p, test = compare([0.79, 0.78, 0.81], [0.70, 0.72, 0.74], [2, 1, 3], [1, 2, 3])
+    assert test == "paired t (seeds)"
+    assert diff == pytest.approx(0.07333333, abs=1e-8)
+    assert p == pytest.approx(1 - 22 / math.sqrt(486), rel=1e-6)
+
+
+def test_holm_step_down_by_hand():
+    # sorted 0.01, 0.03, 0.04 -> x3, x2, x1 = 0.03, 0.06, 0.04 -> running max 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.01]) == pytest.approx([0.5, 0.02])
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])  # capped at 1
+    adjusted = holm([0.01, None, 0.04])  # an untestable comparison is not counted
+    assert adjusted[1] is None and adjusted[0] == pytest.approx(0.02)
+    assert adjusted[2] == pytest.approx(0.04)
+
+
+def test_asha_rungs_and_savings():
+    assert asha_rungs(1, 3, 50) == [1, 3, 9, 27]
+    assert asha_rungs(2, 2, 16) == [2, 4, 8]
+    assert asha_saved_share([1, 3, 50], 50) == pytest.approx(1 - 54 / 150)
+
+
+# --- a hand-made study: shared beats vit by 7.3 points at 10% data --------------------------------
+VIT_TEST = {1: 0.70, 2: 0.72, 3: 0.74}  # mean 72.0, std 2.0
+SHARED_TEST = {1: 0.78, 2: 0.80, 3: 0.81}  # mean 79.67, std 1.53: 7.7 points ahead
+
+
+def _trial(mode, phase, status, seed, params, acc, epochs, test=None):
+    curve = np.linspace(acc / 2, acc, epochs)
+    return {
+        "arm_json": {"mode": mode, "fraction": 0.1}, "phase": phase, "status": status,
+        "params": params, "seed": seed, "epochs_run": epochs, "best_val_acc": float(curve.max()),
+        "final_val_acc": float(curve[-1]), "test_acc": test, "trial_seconds": 360.0 * epochs,
+        "curves": {"val_acc": curve, **({"val_acc_agent": curve + 0.01} if mode != "vit" else {})},
+    }  # fmt: skip
+
+
+def _hand_study(url: str, name: str) -> None:
+    trials = []
+    for mode, tests in (("vit", VIT_TEST), ("shared", SHARED_TEST)):
+        best = {"lr": 0.001, "tag": XSS}
+        trials += [
+            _trial(mode, "search", "COMPLETE", 0, best, tests[2], 9),
+            _trial(mode, "search", "COMPLETE", 0, {"lr": 0.003, "tag": "plain"}, 0.5, 9),
+            _trial(mode, "search", "PRUNED", 0, {"lr": 0.0001, "tag": "plain"}, 0.3, 1),
+        ]
+        trials += [_trial(mode, "final", "COMPLETE", s, best, t, 9, test=t) for s, t in tests.items()]
+    write_study(
+        url, name, trials, space="data_fraction",
+        config={"epochs": 9, "grace_epochs": 1, "reduction_factor": 3,
+                "arm_factors": ["mode", "fraction"]},
+        distributions={"lr": FloatDistribution(1e-4, 1e-2, log=True),
+                       "tag": CategoricalDistribution([XSS, "plain"])},
+        provenance={"code_version": "abc1234", "hardware": {"cpu": "test"},
+                    "package_versions": {"optuna": "5.0.0"}, "command": "run_study.py " + XSS},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hand_report(tmp_path_factory) -> tuple[str, Path]:
+    tmp = tmp_path_factory.mktemp("hand")
+    url = f"sqlite:///{tmp / 'studies.db'}"
+    name = "hand" + XSS
+    _hand_study(url, name)
+    return url, build_report(name, url, tmp / "hand.html")
+
+
+def _caption(page: str, section: str) -> str:
+    m = re.search(rf'<section id="{section}">.*?<p class="caption">(.*?)</p>', page, re.S)
+    assert m, f"no caption in section {section}"
+    return html.unescape(m.group(1))
+
+
+def test_report_has_every_section_and_plotly_js_once(hand_report):
+    _, out = hand_report
+    page = out.read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+    assert page.count(plotly.offline.get_plotlyjs()[:200]) == 1
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)  # nothing loaded from outside
+    figures = page.count('class="plotly-graph-div"')
+    assert figures >= 6
+    assert page.count("<script") == 1 + figures  # plotly.js, then one newPlot per figure
+
+
+def test_captions_state_the_numbers(hand_report):
+    page = hand_report[1].read_text()
+    assert _caption(page, "main") == (
+        "shared beats vit by 7.7 points at 10% data; test accuracy of the final runs."
+    )
+    p = sps.ttest_rel(list(SHARED_TEST.values()), list(VIT_TEST.values())).pvalue
+    assert _caption(page, "tables") == (
+        "1 of 1 tested comparisons differ from their baseline at p < 0.05 after Holm; largest "
+        f"gain: mode=shared,fraction=0.1 over mode=vit,fraction=0.1, +7.7 points (p = {p:.2g})."
+    )
+    # per arm 9+9+1 search + 3x9 final epochs: 92 epochs * 360 s = 9.2 h; the search trained
+    # 9+9+1 of 27 epochs per arm, so ASHA saved 8/27 = 30%
+    assert _caption(page, "summary").startswith(
+        "12 trials (10 complete, 2 pruned) took 9.2 trial-hours; ASHA saved 30% of the search's "
+        "epochs (38 of 54 epochs trained); best arm mode=shared,fraction=0.1 at 79.7% (test, n=3)"
+    )
+    assert _caption(page, "curves").startswith("12 of 12 trials drawn; 2 pruned trials stopped: 2 at epoch 1")
+    assert _caption(page, "cost").startswith("9.2 trial-hours in all;")
+    assert _caption(page, "provenance").startswith("Code abc1234;")
+
+
+def test_study_strings_are_escaped(hand_report):
+    page = hand_report[1].read_text()
+    assert XSS not in page
+    assert "hand&lt;script&gt;window.__xss=1&lt;/script&gt;" in page
+    assert "run_study.py &lt;script&gt;" in page  # the command in the summary and provenance
+
+
+def test_markdown_and_latex_tables_beside_the_html(hand_report):
+    out = hand_report[1]
+    md, tex = out.with_suffix(".md").read_text(), out.with_suffix(".tex").read_text()
+    assert "| mode=vit,fraction=0.1 | test | 3 | 72.0 ± 2.0 | [67.0, 77.0] | (baseline) |" in md
+    assert "| mode=shared,fraction=0.1 | test | 3 | 79.7 ± 1.5 |" in md
+    assert "| +7.7 |" in md and "paired t (seeds)" in md
+    assert r"mode=shared,fraction=0.1 & test & 3 & 79.7 $\pm$ 1.5" in tex
+    assert r"\begin{tabular}" in tex and r"\toprule" in tex and "&lt;" not in tex
+    assert r"hand\textless{}script\textgreater{}" in tex
+
+
+# --- synthetic studies ---------------------------------------------------------------------------
+@pytest.mark.parametrize("space", ["data_fraction", "loss_weights", "agent_design", "optimizer"])
+def test_every_space_builds_a_full_report(tmp_path, space):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_synthetic_study(url, f"syn-{space}", n_trials=60, epochs=9, space=space, seed=1)
+    page = build_report(f"syn-{space}", url, tmp_path / "r.html").read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+        assert _caption(page, section)[:1].isalnum()  # a real sentence, not an empty caption
+    assert re.search(r"\d+ trials \(\d+ complete, \d+ pruned", _caption(page, "summary"))
+
+
+def test_search_only_study_is_labelled_optimistic_and_has_no_invented_intervals(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_synthetic_study(url, "search-only", n_trials=36, epochs=9, final_seeds=0)
+    out = build_report("search-only", url, tmp_path / "r.html")
+    page = out.read_text()
+    assert "optimistic (selected on validation)" in _caption(page, "main")
+    assert "n=1, no interval" in out.with_suffix(".md").read_text()
+    assert "none testable" in _caption(page, "tables")
+
+
+def test_large_study_draws_at_most_300_curves(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_synthetic_study(url, "big", n_trials=600, epochs=9, metrics=2)
+    page = build_report("big", url, tmp_path / "r.html").read_text()
+    assert _caption(page, "curves").startswith("300 of 636 trials drawn (all final runs,")
+
+
+# --- command line ------------------------------------------------------------------------------
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reports", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def test_cli_writes_the_report(hand_report, tmp_path):
+    url, _ = hand_report
+    done = _cli("--study", "hand" + XSS, "--storage", url, "--out", str(tmp_path / "x.html"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "x.html").exists() and (tmp_path / "x.md").exists()
+
+
+@pytest.mark.parametrize(
+    "storage, message",
+    [
+        (None, "no study named 'nope'"),
+        ("foo://x", "unsupported database URL"),
+        ("sqlite:////nonexistent/dir/studies.db", "no SQLite database at"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(hand_report, storage, message):
+    done = _cli("--study", "nope", "--storage", storage or hand_report[0])
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    assert "Traceback" not in done.stderr

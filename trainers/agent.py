@@ -1,0 +1,583 @@
+"""The agent CNN of Bootstrapping ViTs (Zhang et al., CVPR 2022), built from a ViT's weights.
+
+Each attention block becomes a "generalized convolution": head h contributes the D x D matrix
+M_h = W_o^h W_v^h (head h's rows of the value projection, then its columns of the output
+projection) at raster position h of a k x k kernel, k = ceil(sqrt(heads)); query and key are unused.
+Each MLP becomes two 1x1 convolutions. The agent's own parts are the input stem, one BatchNorm2d
+per ViT LayerNorm (pre- or post-norm), optional 2x2 average pooling after chosen blocks, and a head
+(BN, GELU, global average pool, linear).
+
+Convention (cross-correlation, as F.conv2d): kernel position h sits at row h // k, column h % k,
+and reads the input pixel at offset (h // k - k // 2, h % k - k // 2) from the output pixel, with
+zero padding. For odd k the window is centred; for even k (4 heads -> k = 2) it covers offsets
+{-1, 0}: the padding is k // 2 before and k - 1 - k // 2 after, so the output keeps the input grid.
+
+`SharedAgent` reads the ViT's weights on every forward (shared mode: gradients of the agent's
+loss flow into the ViT's value rows, output projection and MLP); `StandaloneAgent` owns the same
+weights (agent-alone and joint modes). Both share all forward code through `AgentCNN`, which
+asks a subclass only for each block's `BlockWeights`.
+
+Example:
+    >>> import torch
+    >>> from trainers.vit import build_vit
+    >>> vit = build_vit(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=36,
+    ...                 depth=2, num_heads=9, mlp_ratio=2.0, drop_rate=0.0, attn_drop_rate=0.0,
+    ...                 drop_path_rate=0.0)
+    >>> agent = SharedAgent(vit, design="res_like", stem="vit_like", norm="pre", num_classes=10,
+    ...                     in_chans=1)
+    >>> logits, features = agent(torch.zeros(2, 1, 16, 16))
+    >>> tuple(logits.shape), agent.feature_grids
+    ((2, 10), ((4, 4), (2, 2)))
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from trainers.errors import ConfigError
+
+__all__ = [
+    "AGENT_DESIGNS",
+    "AGENT_NORMS",
+    "AGENT_STEMS",
+    "AgentCNN",
+    "AgentDesign",
+    "BlockWeights",
+    "SharedAgent",
+    "StandaloneAgent",
+    "build_agent",
+    "conv_kernel_size",
+    "generalized_conv2d",
+    "generalized_conv_bias",
+    "head_matrices",
+    "literal_generalized_conv",
+    "register_agent_design",
+    "resnet_stem_strides",
+]
+
+AGENT_STEMS = ("vit_like", "resnet_like")  # paper: ViT-like patch conv or ResNet-like stem
+AGENT_NORMS = ("pre", "post")  # where each block's BatchNorm2d sits, as the ViT's LayerNorm
+RESNET_STEM_WIDTH = 64  # channels after the 7x7 conv, as ResNet and the released code
+
+
+# ----------------------------------------------------------------------------------------------
+# Designs: which blocks are followed by 2x2 average pooling
+
+
+@dataclass(frozen=True)
+class AgentDesign:
+    """A named agent layout: the blocks after which a 2x2 average pooling halves the grid.
+
+    `downsample_after` is a tuple of block indices or a function of the depth returning one.
+    """
+
+    name: str
+    downsample_after: Callable[[int], tuple[int, ...]] | tuple[int, ...] = ()
+
+    def pool_blocks(self, depth: int) -> tuple[int, ...]:
+        after = self.downsample_after
+        blocks = tuple(sorted(set(after(depth) if callable(after) else after)))
+        outside = [b for b in blocks if not 0 <= b < depth]
+        if outside:
+            raise ConfigError(
+                f"agent design {self.name!r}: pooling after blocks {outside} but depth is {depth}"
+            )
+        return blocks
+
+
+AGENT_DESIGNS: dict[str, AgentDesign] = {}
+
+
+def register_agent_design(design: AgentDesign | str):
+    """Register an `AgentDesign`, or use as `@register_agent_design("name")` on a function
+    `depth -> tuple of block indices`. A duplicate name raises ValueError.
+
+    Example (a design pooling after the last block only):
+        @register_agent_design("pool_last")
+        def _pool_last(depth):
+            return (depth - 1,)
+    """
+
+    def add(entry: AgentDesign) -> None:
+        if entry.name in AGENT_DESIGNS:
+            raise ValueError(f"agent design {entry.name!r} is already registered")
+        AGENT_DESIGNS[entry.name] = entry
+
+    if isinstance(design, AgentDesign):
+        add(design)
+        return design
+
+    def decorator(fn: Callable[[int], tuple[int, ...]]):
+        add(AgentDesign(design, fn))
+        return fn
+
+    return decorator
+
+
+register_agent_design(AgentDesign("base", ()))  # the ViT's grid throughout
+
+
+@register_agent_design("res_like")
+def _res_like(depth: int) -> tuple[int, ...]:
+    # The paper's ViT-S agent ("res-like"): pool after blocks 0 and 1, like ResNet's stages.
+    return tuple(b for b in (0, 1) if b < depth)
+
+
+# ----------------------------------------------------------------------------------------------
+# The generalized convolution
+
+
+class BlockWeights(NamedTuple):
+    """The ViT block weights the agent uses (timm nn.Linear layout: [out, in])."""
+
+    value_weight: torch.Tensor  # [A, D]: the value rows of the fused qkv, A = heads * head_dim
+    value_bias: torch.Tensor | None  # [A]
+    proj_weight: torch.Tensor  # [D, A]: the attention's output projection
+    proj_bias: torch.Tensor | None  # [D]
+    fc1_weight: torch.Tensor  # [hidden, D]
+    fc1_bias: torch.Tensor | None
+    fc2_weight: torch.Tensor  # [D, hidden]
+    fc2_bias: torch.Tensor | None
+
+
+def conv_kernel_size(num_heads: int) -> int:
+    """k = ceil(sqrt(heads)), computed exactly in integers (9 heads -> 3, 4 -> 2, 10 -> 4)."""
+    return math.isqrt(num_heads - 1) + 1
+
+
+def head_matrices(
+    value_weight: torch.Tensor, proj_weight: torch.Tensor, num_heads: int
+) -> torch.Tensor:
+    """[H, D_out, D_in]: M_h = W_o[:, h*d:(h+1)*d] @ W_v[h*d:(h+1)*d, :]."""
+    attn_dim, dim_in = value_weight.shape
+    dim_out = proj_weight.shape[0]
+    head_dim = attn_dim // num_heads
+    w_v = value_weight.reshape(num_heads, head_dim, dim_in)
+    w_o = proj_weight.reshape(dim_out, num_heads, head_dim).transpose(0, 1)
+    return torch.bmm(w_o, w_v)
+
+
+def generalized_conv_bias(
+    value_bias: torch.Tensor | None, proj_weight: torch.Tensor, proj_bias: torch.Tensor | None
+) -> torch.Tensor | None:
+    """b = b_o + W_o b_v.
+
+    The paper and the released code use the output-projection bias alone. But every attention
+    row sums to 1, so head h's output sum_j A_ij (W_v^h x_j + b_v^h) carries b_v^h exactly once,
+    and after the projection the value bias adds W_o b_v to every token. The same holds for the
+    convolution's zero padding: a padding "token" is x = 0 and its value is b_v. So b_o + W_o b_v
+    is what makes the agent the ViT with impulse attention maps; we include it.
+    """
+    bias = proj_bias
+    if value_bias is not None:
+        carried = proj_weight @ value_bias
+        bias = carried if bias is None else bias + carried
+    return bias
+
+
+def _padding(kernel_size: int) -> tuple[int, int]:
+    before = kernel_size // 2
+    return before, kernel_size - 1 - before
+
+
+def generalized_conv2d(
+    x: torch.Tensor, head_mats: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """Apply the k x k kernel holding M_h at raster position h to x [B, D_in, H, W].
+
+    The kernel is assembled from `head_mats` on every call (so gradients reach whatever they were
+    computed from) and applied as one F.conv2d: O(pixels * k^2 * D^2).
+    """
+    num_heads, dim_out, dim_in = head_mats.shape
+    k = conv_kernel_size(num_heads)
+    kernel = F.pad(head_mats.permute(1, 2, 0), (0, k * k - num_heads))  # unused positions are 0
+    kernel = kernel.reshape(dim_out, dim_in, k, k)
+    before, after = _padding(k)
+    if before == after:
+        return F.conv2d(x, kernel, bias, padding=before)
+    return F.conv2d(F.pad(x, (before, after, before, after)), kernel, bias)
+
+
+def literal_generalized_conv(
+    x_tokens: torch.Tensor,
+    grid_hw: tuple[int, int],
+    head_mats: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    kernel_size: int | None = None,
+) -> torch.Tensor:
+    """Slow reference: y[p] = bias + sum_h M_h x[p + offset(h)], zero outside the grid, with
+    offset(h) = (h // k - k // 2, h % k - k // 2). Explicit loops over pixels and heads; for tests.
+
+    x_tokens: [B, N, D_in] in raster order on `grid_hw`; returns [B, N, D_out].
+    """
+    height, width = grid_hw
+    num_heads, dim_out, _ = head_mats.shape
+    k = conv_kernel_size(num_heads) if kernel_size is None else kernel_size
+    out = x_tokens.new_zeros(x_tokens.shape[0], height * width, dim_out)
+    for row in range(height):
+        for col in range(width):
+            acc = x_tokens.new_zeros(x_tokens.shape[0], dim_out)
+            if bias is not None:
+                acc = acc + bias
+            for head in range(num_heads):
+                src_row, src_col = row + head // k - k // 2, col + head % k - k // 2
+                if 0 <= src_row < height and 0 <= src_col < width:
+                    acc = acc + x_tokens[:, src_row * width + src_col] @ head_mats[head].T
+            out[:, row * width + col] = acc
+    return out
+
+
+def _conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.conv2d(x, weight[:, :, None, None], bias)
+
+
+# ----------------------------------------------------------------------------------------------
+# The agent's own parts
+
+
+def resnet_stem_strides(patch_size: int) -> tuple[int, int, int]:
+    """Strides of (7x7 conv, 3x3 max-pool, 3x3 conv) in the ResNet-like stem.
+
+    Rule: total stride = gcd(patch_size, 8). When 8 divides the patch this is the paper's stem
+    (/2, /2, /2): at 224 px with patch 16 the agent starts on 28x28, twice the ViT's 14x14, as the
+    released ViT-S config. Otherwise the later /2s become /1 (patch 4 -> /2, /2, /1 = the ViT's
+    grid; patch 2 -> /2, /1, /1). The agent's grid is then (patch / stride) times the ViT's, an
+    integer multiple, so hint resampling averages whole patches. We do not push the last conv's
+    stride above 2: a 3x3 conv with stride 4 would skip input pixels.
+    """
+    total = math.gcd(patch_size, 8)
+    halvings = total.bit_length() - 1  # total is 1, 2, 4 or 8
+    return tuple(2 if i < halvings else 1 for i in range(3))
+
+
+class _ResNetStem(nn.Module):
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int):
+        super().__init__()
+        s1, s2, s3 = resnet_stem_strides(patch_size)
+        self.stride = s1 * s2 * s3
+        self.conv1 = nn.Conv2d(
+            in_chans, RESNET_STEM_WIDTH, kernel_size=7, stride=s1, padding=3, bias=False
+        )
+        self.norm = nn.BatchNorm2d(RESNET_STEM_WIDTH)
+        self.act = nn.GELU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=s2, padding=1)
+        self.conv2 = nn.Conv2d(RESNET_STEM_WIDTH, embed_dim, kernel_size=3, stride=s3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.maxpool(self.act(self.norm(self.conv1(x)))))
+
+
+def _build_stem(stem: str, in_chans: int, embed_dim: int, patch_size: int) -> tuple[nn.Module, int]:
+    if stem == "vit_like":
+        return nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size), patch_size
+    module = _ResNetStem(in_chans, embed_dim, patch_size)
+    return module, module.stride
+
+
+class AgentBlock(nn.Module):
+    """One ViT block as convolutions; holds only its own two BatchNorm2d layers."""
+
+    def __init__(self, embed_dim: int, num_heads: int, pre_norm: bool):
+        super().__init__()
+        self.num_heads = num_heads
+        self.pre_norm = pre_norm
+        self.norm1 = nn.BatchNorm2d(embed_dim)  # for the ViT's norm1
+        self.norm2 = nn.BatchNorm2d(embed_dim)  # for the ViT's norm2
+
+    def conv_attention(self, x: torch.Tensor, w: BlockWeights) -> torch.Tensor:
+        mats = head_matrices(w.value_weight, w.proj_weight, self.num_heads)
+        bias = generalized_conv_bias(w.value_bias, w.proj_weight, w.proj_bias)
+        return generalized_conv2d(x, mats, bias)
+
+    def conv_mlp(self, x: torch.Tensor, w: BlockWeights, act: nn.Module) -> torch.Tensor:
+        return _conv1x1(act(_conv1x1(x, w.fc1_weight, w.fc1_bias)), w.fc2_weight, w.fc2_bias)
+
+    def forward(self, x: torch.Tensor, w: BlockWeights, act: nn.Module) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.conv_attention(self.norm1(x), w)
+            return x + self.conv_mlp(self.norm2(x), w, act)
+        x = self.norm1(x + self.conv_attention(x, w))
+        return self.norm2(x + self.conv_mlp(x, w, act))
+
+
+class AgentCNN(nn.Module):
+    """All agent forward code. Subclasses supply `block_weights(i)` and `activation(i)`.
+
+    `forward(x) -> (logits, features)`: features[i] is block i's output, [B, N_i, D] in raster
+    order, taken after the block and before its 2x2 pooling (the released code hooks the block
+    module, and its pooling is a separate module); `feature_grids[i]` is that block's (h, w).
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        num_classes: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        design: str,
+        stem: str,
+        norm: str,
+    ):
+        super().__init__()
+        if design not in AGENT_DESIGNS:
+            raise ConfigError(f"agent: unknown design {design!r} (known: {sorted(AGENT_DESIGNS)})")
+        if stem not in AGENT_STEMS:
+            raise ConfigError(f"agent: unknown stem {stem!r} (known: {list(AGENT_STEMS)})")
+        if norm not in AGENT_NORMS:
+            raise ConfigError(f"agent: unknown norm {norm!r} (known: {list(AGENT_NORMS)})")
+        if img_size % patch_size:
+            raise ConfigError(f"agent: patch_size {patch_size} does not divide img_size {img_size}")
+        self.design, self.stem_name, self.norm_name = design, stem, norm
+        self.num_heads = num_heads
+        self.pool_after = AGENT_DESIGNS[design].pool_blocks(depth)
+        self.stem, stride = _build_stem(stem, in_chans, embed_dim, patch_size)
+        self.feature_grids = _feature_grids(img_size // stride, depth, self.pool_after, design)
+        self.blocks = nn.ModuleList(
+            AgentBlock(embed_dim, num_heads, pre_norm=norm == "pre") for _ in range(depth)
+        )
+        self.head = nn.Sequential(  # for the ViT's final norm, then the classifier
+            nn.BatchNorm2d(embed_dim),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(1),
+            nn.Linear(embed_dim, num_classes),
+        )
+
+    def block_weights(self, index: int) -> BlockWeights:
+        raise NotImplementedError
+
+    def activation(self, index: int) -> nn.Module:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = self.stem(x)
+        features = []
+        for index, block in enumerate(self.blocks):
+            x = block(x, self.block_weights(index), self.activation(index))
+            features.append(x.flatten(2).transpose(1, 2))
+            if index in self.pool_after:
+                x = F.avg_pool2d(x, kernel_size=2, stride=2)
+        return self.head(x), features
+
+
+def _feature_grids(
+    grid: int, depth: int, pool_after: tuple[int, ...], design: str
+) -> tuple[tuple[int, int], ...]:
+    grids = []
+    for index in range(depth):
+        grids.append((grid, grid))
+        if index in pool_after:
+            if grid < 2:
+                raise ConfigError(
+                    f"agent design {design!r}: pooling after block {index} would shrink a "
+                    f"{grid}x{grid} grid below 1x1"
+                )
+            grid //= 2
+    return tuple(grids)
+
+
+# ----------------------------------------------------------------------------------------------
+# The two agents
+
+
+class SharedAgent(AgentCNN):
+    """The agent of shared mode: reads the ViT's block weights on every forward.
+
+    The ViT is stored outside the module tree, so `agent.parameters()` are only the agent's own
+    (stem, BatchNorms, head) and `nn.ModuleDict({"vit": vit, "agent": agent})` counts each
+    parameter once. Consequences: `agent.to(...)`/`agent.train()` do not touch the ViT (move or
+    switch the pair together), and `copy.deepcopy(agent)` copies the ViT too, breaking sharing.
+    """
+
+    def __init__(
+        self,
+        vit: VisionTransformer,
+        *,
+        design: str,
+        stem: str,
+        norm: str,
+        num_classes: int,
+        in_chans: int,
+    ):
+        _check_supported_vit(vit)
+        first_attn = vit.blocks[0].attn
+        super().__init__(
+            img_size=vit.patch_embed.img_size[0],
+            patch_size=vit.patch_embed.patch_size[0],
+            in_chans=in_chans,
+            num_classes=num_classes,
+            embed_dim=vit.embed_dim,
+            depth=len(vit.blocks),
+            num_heads=first_attn.num_heads,
+            design=design,
+            stem=stem,
+            norm=norm,
+        )
+        object.__setattr__(self, "_vit", vit)  # not a submodule: see the class docstring
+
+    @property
+    def vit(self) -> VisionTransformer:
+        return self._vit
+
+    def block_weights(self, index: int) -> BlockWeights:
+        block = self._vit.blocks[index]
+        qkv, proj, mlp = block.attn.qkv, block.attn.proj, block.mlp
+        attn_dim = qkv.out_features // 3
+        value_rows = slice(2 * attn_dim, 3 * attn_dim)  # timm's fused layout: q, k, v
+        return BlockWeights(
+            value_weight=qkv.weight[value_rows],
+            value_bias=None if qkv.bias is None else qkv.bias[value_rows],
+            proj_weight=proj.weight,
+            proj_bias=proj.bias,
+            fc1_weight=mlp.fc1.weight,
+            fc1_bias=mlp.fc1.bias,
+            fc2_weight=mlp.fc2.weight,
+            fc2_bias=mlp.fc2.bias,
+        )
+
+    def activation(self, index: int) -> nn.Module:
+        return self._vit.blocks[index].mlp.act
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The ViT parameters this agent reads (whole tensors: qkv also holds query/key rows)."""
+        params = []
+        for block in self._vit.blocks:
+            for layer in (block.attn.qkv, block.attn.proj, block.mlp.fc1, block.mlp.fc2):
+                params.extend(p for p in (layer.weight, layer.bias) if p is not None)
+        return params
+
+
+def _check_supported_vit(vit: VisionTransformer) -> None:
+    """The conversion covers timm's plain pre-norm Block; refuse what it would silently drop."""
+    img_h, img_w = vit.patch_embed.img_size
+    patch_h, patch_w = vit.patch_embed.patch_size
+    if img_h != img_w or patch_h != patch_w:
+        raise ConfigError("agent: only square images and patches are supported")
+    for block in vit.blocks:
+        attn = getattr(block, "attn", None)
+        if attn is None or not hasattr(attn, "qkv") or getattr(attn, "gate", None) is not None:
+            raise ConfigError("agent: ViT blocks must use timm's fused-qkv Attention")
+        extras = [
+            getattr(m, n, nn.Identity())
+            for m, n in ((block, "ls1"), (block, "ls2"), (attn, "norm"), (block.mlp, "norm"))
+        ]
+        if any(not isinstance(m, nn.Identity) for m in extras):
+            raise ConfigError("agent: ViT blocks with layer scale or extra norms are unsupported")
+
+
+class _OwnBlockWeights(nn.Module):
+    """A standalone agent block's weights: exactly what the agent uses (no query/key)."""
+
+    def __init__(self, embed_dim: int, hidden_dim: int):
+        super().__init__()
+        self.value = nn.Linear(embed_dim, embed_dim)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.fc1 = nn.Linear(embed_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, embed_dim)
+        for layer in (self.value, self.proj, self.fc1, self.fc2):
+            # timm's ViT init, so the standalone agent starts like the shared one would
+            nn.init.trunc_normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+
+    def weights(self) -> BlockWeights:
+        return BlockWeights(
+            self.value.weight,
+            self.value.bias,
+            self.proj.weight,
+            self.proj.bias,
+            self.fc1.weight,
+            self.fc1.bias,
+            self.fc2.weight,
+            self.fc2.bias,
+        )
+
+
+class StandaloneAgent(AgentCNN):
+    """The agent with its own weights (agent-alone and joint modes), same architecture."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int,
+        patch_size: int,
+        in_chans: int,
+        num_classes: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float,
+        design: str,
+        stem: str,
+        norm: str,
+    ):
+        if embed_dim % num_heads:
+            raise ConfigError(
+                f"agent: embed_dim {embed_dim} is not divisible by num_heads {num_heads}"
+            )
+        hidden_dim = int(embed_dim * mlp_ratio)
+        if hidden_dim < 1:
+            raise ConfigError(f"agent: mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
+        super().__init__(
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=num_classes,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            design=design,
+            stem=stem,
+            norm=norm,
+        )
+        self.block_params = nn.ModuleList(
+            _OwnBlockWeights(embed_dim, hidden_dim) for _ in range(depth)
+        )
+        self.act = nn.GELU()  # timm's ViT default activation
+
+    def block_weights(self, index: int) -> BlockWeights:
+        return self.block_params[index].weights()
+
+    def activation(self, index: int) -> nn.Module:
+        return self.act
+
+
+def build_agent(
+    *,
+    img_size: int,
+    patch_size: int,
+    in_chans: int,
+    num_classes: int,
+    embed_dim: int,
+    depth: int,
+    num_heads: int,
+    mlp_ratio: float,
+    design: str,
+    stem: str,
+    norm: str,
+) -> StandaloneAgent:
+    """A standalone agent shaped like the ViT `build_vit` would make from the same numbers."""
+    return StandaloneAgent(
+        img_size=img_size,
+        patch_size=patch_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_ratio=mlp_ratio,
+        design=design,
+        stem=stem,
+        norm=norm,
+    )

@@ -1,0 +1,31 @@
+"""Command-line plumbing shared by every bootstudy command: bad input is one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from trainers.errors import BootstudyError
+
+__all__ = ["ArgParser", "run_cli"]
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (`prog: error: ...`) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Run `main`, turning user errors into one line on stderr and exit code 2; bugs keep tracebacks."""
+    try:
+        code = main(argv)
+    except BootstudyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

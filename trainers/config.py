@@ -1,0 +1,273 @@
+"""`TrainConfig`: every knob of one training, typed, frozen, with the reason for each default.
+
+Defaults are the paper's shared-mode setup (Zhang et al., CVPR 2022, released configs) on the `tiny`
+CPU preset. A preset fills the model-size fields; anything passed explicitly wins over the preset.
+
+    >>> cfg = TrainConfig.from_dict({"mode": "vit", "data_fraction": 0.1, "preset": "vit_s"})
+    >>> cfg.embed_dim, cfg.depth
+    (288, 6)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
+
+from trainers.errors import ConfigError
+
+__all__ = ["TrainConfig", "MODEL_PRESETS", "strict_from_dict", "config_hash"]
+
+Mode = Literal["vit", "agent", "joint", "shared"]
+
+# Model sizes. `tiny` keeps native resolution so a CPU trains several hundred images/s in shared
+# mode; `vit_s`/`vit_b` are the paper's CIFAR models (Sec. 4.1), by default at native 32 px with
+# patch 4 instead of the paper's 224 px / patch 16 upsampling (set img_size=224, patch_size=16).
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(
+        embed_dim=72,
+        depth=4,
+        num_heads=9,
+        mlp_ratio=2.0,
+        patch_size=4,
+        drop_rate=0.0,
+        agent_design="base",
+        agent_stem="vit_like",
+    ),
+    "vit_s": dict(
+        embed_dim=288,
+        depth=6,
+        num_heads=9,
+        mlp_ratio=4.0,
+        patch_size=4,
+        drop_rate=0.1,
+        agent_design="res_like",
+        agent_stem="resnet_like",
+    ),
+    "vit_b": dict(
+        embed_dim=384,
+        depth=12,
+        num_heads=6,
+        mlp_ratio=4.0,
+        patch_size=4,
+        drop_rate=0.1,
+        agent_design="res_like",
+        agent_stem="resnet_like",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- what is trained -------------------------------------------------------------------------
+    mode: Mode = "shared"  # the paper's bootstrapping: agent CNN shares the ViT's weights
+    preset: str = "tiny"  # model size preset (MODEL_PRESETS); explicit fields override it
+
+    # --- data --------------------------------------------------------------------------------------
+    dataset: str = "fashion_mnist"  # offline-available on every machine of ours (Debian package)
+    data_dir: str | None = None  # None: the dataset's own lookup order (see trainers.datasets)
+    data_fraction: float = 1.0  # class-balanced round(n_c * fraction) per class (paper Sec. 4.3)
+    split_seed: int = 0  # picks the fraction's images; independent of `seed` so arms see the same
+    val_fraction: float = 0.1  # fixed class-balanced validation split carved from train: searches
+    #                            select on it, test is only for final reporting
+    img_size: int | None = None  # None: native; 224 reproduces the paper's upsampling
+
+    # --- model (filled from the preset) -----------------------------------------------------------
+    patch_size: int | None = None  # paper: 16 at 224 px; 4 at native 28/32 px keeps 49/64 tokens
+    embed_dim: int | None = None  # ViT-S 288, ViT-B 384 (paper Sec. 4.1)
+    depth: int | None = None  # ViT-S 6, ViT-B 12
+    num_heads: int | None = None  # 9 heads fill a 3x3 generalized-conv kernel exactly
+    mlp_ratio: float | None = None  # paper: 4 (1152 = 4 x 288)
+    drop_rate: float | None = None  # paper: dropout 0.1
+    attn_drop_rate: float = 0.0  # paper uses none
+    drop_path_rate: float = 0.0  # paper uses none; small-data ViTs sometimes like 0.1
+
+    # --- agent CNN ----------------------------------------------------------------------------------
+    agent_design: str | None = None  # base | res_like (2x2 pool after blocks 0, 1: paper's best)
+    agent_stem: str | None = None  # vit_like (patch conv) | resnet_like (conv-BN-GELU-pool-conv)
+    agent_norm: Literal["pre", "post"] = "pre"  # BatchNorm where the ViT has its pre-LayerNorms
+    resample: Literal["avgpool1d", "interp2d"] = "avgpool1d"  # released code / paper, when the
+    #                                                          agent's token count differs
+
+    # --- losses -------------------------------------------------------------------------------------
+    cls_vit: float = 0.5  # released shared-mode config; joint mode uses 1.0
+    cls_agent: float = 0.5  # released shared-mode config
+    kd_vit: float = 0.5  # ViT learns from the agent's logits; paper alpha = 1 in joint mode
+    kd_agent: float = 0.5  # mutual: the agent learns from the ViT's logits too
+    kd_temp: float = 4.0  # paper: T = 4, loss scaled by T^2
+    hint: float = 5.0  # feature-hint weight; released shared config 5, paper beta = 10 (joint)
+    hint_distance: Literal["ln_mse", "l2_mse"] = "ln_mse"  # released code / paper eq. 6
+    hint_layers: tuple[int, ...] | None = None  # None: every block
+    hint_decay: Literal["linear", "none"] = "linear"  # weight x (1 - epoch/epochs): paper Table 4
+    grad_align: Literal["none", "pcgrad"] = "none"  # paper Alg. 1 projects the agent's gradient;
+    #                                                 the released code just sums (none)
+
+    # --- optimisation -------------------------------------------------------------------------------
+    epochs: int = 10  # paper: 240 on CIFAR; studies set this through ASHA's max_t
+    batch_size: int = 64  # paper: 64
+    lr: float = 1e-3  # paper: AdamW 1e-3
+    weight_decay: float = 0.05  # paper: 0.05 (not applied to norms, biases, embeddings)
+    warmup_epochs: float = 0.0  # paper: none; fractional epochs allowed
+    min_lr: float = 1e-5  # cosine floor, ~lr/100
+    label_smoothing: float = 0.0  # paper: none
+    clip_grad: float = (
+        5.0  # max grad norm, applied on EVERY step (released code: first only, a bug)
+    )
+
+    # --- run ------------------------------------------------------------------------------------------
+    seed: int = 0  # initialisation, batch order, augmentation and dropout
+    device: str = "auto"  # auto: cuda when present, else cpu
+    compile: bool = False  # torch.compile: off by default, costly to warm up for short trials
+    eval_batch_size: int = 512  # evaluation has no graph to keep; larger batches are cheaper
+    max_eval_images: int | None = None  # cap val/test images for quick looks; None: all
+
+    def __post_init__(self) -> None:
+        preset = MODEL_PRESETS.get(self.preset)
+        if preset is None:
+            raise ConfigError(
+                f"unknown preset '{self.preset}'; choose from: {', '.join(MODEL_PRESETS)}"
+            )
+        for key, value in preset.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)
+        self._check()
+
+    def _check(self) -> None:
+        if not 0.0 < self.data_fraction <= 1.0:
+            raise ConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        positive = ("epochs", "batch_size", "depth", "num_heads", "embed_dim", "patch_size")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("lr", "kd_temp"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        weights = (
+            "cls_vit",
+            "cls_agent",
+            "kd_vit",
+            "kd_agent",
+            "hint",
+            "weight_decay",
+            "warmup_epochs",
+            "min_lr",
+            "label_smoothing",
+            "clip_grad",
+            "drop_path_rate",
+            "attn_drop_rate",
+            "drop_rate",
+        )
+        for name in weights:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.hint_layers is not None:
+            bad = [i for i in self.hint_layers if not 0 <= i < self.depth]
+            if bad or not self.hint_layers:
+                raise ConfigError(
+                    f"hint_layers must be block indices in [0, {self.depth}), got "
+                    f"{list(self.hint_layers)}"
+                )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build from plain values (JSON, CLI, a search space); unknown keys and wrong types fail."""
+        return strict_from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fully resolved config (preset applied), JSON-ready: stored with every trial."""
+        out = dataclasses.asdict(self)
+        if out["hint_layers"] is not None:
+            out["hint_layers"] = list(out["hint_layers"])
+        return out
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return strict_from_dict(type(self), {**self.to_dict(), **changes})
+
+
+def config_hash(config: dict[str, Any], extra: dict[str, Any] | None = None) -> str:
+    """A stable hash of a resolved config (+ code version etc.): identical trials share it."""
+    payload = json.dumps({"config": config, **(extra or {})}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --- strict construction, shared by every config dataclass ------------------------------------------
+
+
+def strict_from_dict(cls: type, values: dict[str, Any]):
+    """Construct dataclass `cls` from `values`, rejecting unknown keys and values of the wrong type.
+
+    Ints are accepted for float fields and lists for tuple fields (JSON has no tuples); nothing else
+    is coerced, so `"0.1"` for a float is an error rather than a silent surprise.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{cls.__name__} expects a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown {cls.__name__} key(s): {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(fields))})"
+        )
+    hints = typing.get_type_hints(cls)
+    converted = {name: _coerce(name, value, hints[name]) for name, value in values.items()}
+    return cls(**converted)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    ok, out = _match(value, hint)
+    if not ok:
+        raise ConfigError(f"{name}: expected {_describe(hint)}, got {value!r}")
+    return out
+
+
+def _match(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = get_origin(hint)
+    if hint is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for option in get_args(hint):
+            ok, out = _match(value, option)
+            if ok:
+                return True, out
+        return False, None
+    if origin is Literal:
+        return (value in get_args(hint) and type(value) is not bool), value
+    if hint is type(None):
+        return value is None, None
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        good = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return good, float(value) if good else None
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, None
+        (item,) = get_args(hint)[:1]
+        items = [_match(v, item) for v in value]
+        return all(ok for ok, _ in items), tuple(v for _, v in items)
+    if origin is dict:
+        return isinstance(value, dict), value
+    return isinstance(value, hint), value
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in get_args(hint))
+    if origin is tuple:
+        return f"a list of {_describe(get_args(hint)[0])}"
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))

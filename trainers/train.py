@@ -1,0 +1,376 @@
+"""`train(config, report) -> result`: one training run, as a pure function.
+
+No module state and no Ray: the orchestrator passes a `report` callback (called once per epoch with a
+flat dict of floats) and gets the result dict back. Example, on 2% of Fashion-MNIST:
+
+    >>> from trainers import TrainConfig, train
+    >>> result = train(TrainConfig(mode="shared", data_fraction=0.02, epochs=3), print)
+    >>> round(result["test_acc"], 2)  # doctest: +SKIP
+    0.71
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
+from torch import nn
+
+from trainers.augment import BatchAugmenter, batch_indices
+from trainers.config import TrainConfig
+from trainers.datasets import ImageData, load_dataset
+from trainers.errors import ConfigError, NonFiniteLoss
+from trainers.losses import hint_loss, hint_weight, kd_loss
+from trainers.modes import Networks, build_networks, shared_parameters
+from trainers.pcgrad import aligned_backward
+from trainers.splits import class_balanced_indices, train_val_split
+from trainers.vit import vit_forward_features
+
+__all__ = ["train", "prepare_data", "PreparedData", "Report"]
+
+Report = Callable[[dict[str, float]], None]
+Checkpoint = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The three splits of one run, as uint8 tensors on the training device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    data: ImageData
+
+
+def prepare_data(cfg: TrainConfig, data: ImageData | None, device: torch.device) -> PreparedData:
+    """Carve the fixed validation split, then take the class-balanced fraction of the rest.
+
+    Validation first, so it is identical across fractions; both depend only on `split_seed`, so every
+    arm of a study sees exactly the same images at a given fraction.
+    """
+    data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
+    train_idx, val_idx = train_val_split(data.train_labels, cfg.val_fraction, cfg.split_seed)
+    keep = class_balanced_indices(data.train_labels[train_idx], cfg.data_fraction, cfg.split_seed)
+    train_idx = train_idx[keep]
+    test_x, test_y = data.test_images, data.test_labels
+    if cfg.max_eval_images is not None:
+        val_idx = val_idx[: cfg.max_eval_images]
+        test_x, test_y = test_x[: cfg.max_eval_images], test_y[: cfg.max_eval_images]
+
+    def put(t: torch.Tensor) -> torch.Tensor:
+        return t.to(device, non_blocking=True)
+
+    return PreparedData(
+        put(data.train_images[train_idx]),
+        put(data.train_labels[train_idx]),
+        put(data.train_images[val_idx]),
+        put(data.train_labels[val_idx]),
+        put(test_x),
+        put(test_y),
+        data,
+    )
+
+
+def train(
+    config: TrainConfig,
+    report: Report | None = None,
+    *,
+    data: ImageData | None = None,
+    checkpoint: Checkpoint | None = None,
+    resume_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train one configuration and return its result.
+
+    Args:
+        config: the resolved `TrainConfig`.
+        report: called after every epoch with `epoch` (1-based), `train_loss`, each loss term,
+            `val_acc` (the ViT's; the agent's in `agent` mode), `val_acc_agent`, `lr`,
+            `hint_weight`, `epoch_seconds`, `images_per_second`.
+        data: an already loaded dataset (the orchestrator shares one copy between trials).
+        checkpoint: called after every epoch with a state dict that `resume_state` accepts.
+        resume_state: continue from a state saved by `checkpoint`.
+
+    Returns:
+        The last epoch's metrics plus `test_acc`, `test_acc_agent`, `best_val_acc`, `params_vit`,
+        `params_agent_own`, `epochs_run`, `train_images`, `seconds`.
+
+    Raises:
+        NonFiniteLoss: a loss became NaN or infinite (names the epoch and step).
+        ConfigError, DataError: bad configuration or missing data.
+    """
+    started = time.perf_counter()
+    report = report or (lambda metrics: None)
+    device = _device(config.device)
+    torch.manual_seed(config.seed)
+    prepared = prepare_data(config, data, device)
+    ds = prepared.data
+    img_size = config.img_size or ds.image_size
+    networks = build_networks(config, ds.num_classes, ds.channels, img_size)
+    for module in networks.modules.values():
+        module.to(device)
+        if device.type == "cuda":  # the agent's convolutions are faster channels-last
+            module.to(memory_format=torch.channels_last)
+    run = _Run(config, networks, device, len(prepared.train_x))
+    augment = BatchAugmenter(ds.mean, ds.std, ds.pad, ds.flip, img_size, device)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    start_epoch, best_val = 0, -1.0
+    if resume_state is not None:
+        start_epoch, best_val = run.load_state(resume_state)
+        generator.set_state(resume_state["generator"])
+
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, config.epochs):
+        metrics = train_one_epoch(run, prepared, augment, generator, epoch)
+        metrics.update(evaluate(run, prepared.val_x, prepared.val_y, augment, "val"))
+        best_val = max(best_val, metrics["val_acc"])
+        report(metrics)
+        if checkpoint is not None:
+            checkpoint({**run.state(epoch + 1, best_val), "generator": generator.get_state()})
+
+    test = evaluate(run, prepared.test_x, prepared.test_y, augment, "test")
+    params_vit, params_agent = networks.parameter_counts()
+    return {
+        **metrics,
+        **test,
+        "best_val_acc": best_val,
+        "params_vit": params_vit,
+        "params_agent_own": params_agent,
+        "epochs_run": config.epochs - start_epoch,
+        "train_images": len(prepared.train_x),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+class _Run:
+    """Networks, optimizers and schedules of one run: what a checkpoint holds."""
+
+    def __init__(self, cfg: TrainConfig, networks: Networks, device: torch.device, n_train: int):
+        self.cfg, self.networks, self.device = cfg, networks, device
+        groups = (
+            [[m] for m in networks.modules.values()]
+            if networks.separate_optimizers
+            else [list(networks.modules.values())]
+        )
+        self.optimizers = [_adamw(cfg, nn.ModuleList(ms)) for ms in groups]
+        self.steps_per_epoch = math.ceil(n_train / cfg.batch_size)
+        total = cfg.epochs * self.steps_per_epoch
+        warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
+        schedule = _cosine(total, warmup, cfg.min_lr / cfg.lr)
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in self.optimizers]
+        self.params = [p for m in networks.modules.values() for p in m.parameters()]
+        self.shared = shared_parameters(networks)
+        shared_ids = {id(p) for p in self.shared}
+        self.unshared = [p for p in self.params if id(p) not in shared_ids]
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        self.forward = _forward_fn(cfg, networks)
+
+    def state(self, epoch: int, best_val: float) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "best_val_acc": best_val,
+            "models": {k: m.state_dict() for k, m in self.networks.modules.items()},
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> tuple[int, float]:
+        for name, module in self.networks.modules.items():
+            module.load_state_dict(state["models"][name])
+        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
+            o.load_state_dict(s)
+        for sch, s in zip(self.schedulers, state["schedulers"], strict=True):
+            sch.load_state_dict(s)
+        torch.set_rng_state(state["torch_rng"])
+        return state["epoch"], state["best_val_acc"]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _adamw(cfg: TrainConfig, module: nn.Module) -> torch.optim.AdamW:
+    # Norms, biases, the class token and position embedding take no weight decay (timm, DeiT).
+    groups = param_groups_weight_decay(
+        module, cfg.weight_decay, no_weight_decay_list=("*cls_token", "*pos_embed")
+    )
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+
+
+def _cosine(total_steps: int, warmup_steps: int, floor: float) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _forward_fn(cfg: TrainConfig, networks: Networks):
+    """Returns f(x) -> (vit logits, vit features, agent logits, agent features), None where absent.
+
+    Features are only computed when the hint loss needs them.
+    """
+    vit, agent = networks.vit, networks.agent
+
+    def forward(x: torch.Tensor):
+        vit_logits = vit_feats = agent_logits = agent_feats = None
+        if vit is not None:
+            vit_logits, vit_feats = vit_forward_features(vit, x)
+        if agent is not None:
+            agent_logits, agent_feats = agent(x)
+        return vit_logits, vit_feats, agent_logits, agent_feats
+
+    return forward
+
+
+def loss_terms(
+    cfg: TrainConfig, outputs, y: torch.Tensor, epoch: int, grids: tuple[Any, Any]
+) -> tuple[dict[str, torch.Tensor], float]:
+    """The weighted loss terms of one step, and the hint weight in force this epoch.
+
+    With both networks: cls_vit, cls_agent (cross-entropy), kd_vit, kd_agent (mutual KD against the
+    detached other), hint (ViT tokens regress the detached agent features). With one: its own CE.
+    """
+    vit_logits, vit_feats, agent_logits, agent_feats = outputs
+    smooth = cfg.label_smoothing
+    terms: dict[str, torch.Tensor] = {}
+    if vit_logits is None or agent_logits is None:
+        logits = vit_logits if vit_logits is not None else agent_logits
+        terms["cls"] = F.cross_entropy(logits.float(), y, label_smoothing=smooth)
+        return terms, 0.0
+    terms["cls_vit"] = cfg.cls_vit * F.cross_entropy(vit_logits.float(), y, label_smoothing=smooth)
+    terms["cls_agent"] = cfg.cls_agent * F.cross_entropy(
+        agent_logits.float(), y, label_smoothing=smooth
+    )
+    if cfg.kd_vit > 0:
+        terms["kd_vit"] = cfg.kd_vit * kd_loss(
+            vit_logits.float(), agent_logits.float(), cfg.kd_temp
+        )
+    if cfg.kd_agent > 0:
+        terms["kd_agent"] = cfg.kd_agent * kd_loss(
+            agent_logits.float(), vit_logits.float(), cfg.kd_temp
+        )
+    weight = hint_weight(cfg.hint, epoch, cfg.epochs, cfg.hint_decay)
+    if weight > 0:
+        terms["hint"] = weight * hint_loss(
+            vit_feats,
+            agent_feats,
+            layers=cfg.hint_layers,
+            distance=cfg.hint_distance,
+            resample=cfg.resample,
+            vit_grid=grids[0],
+            agent_grids=grids[1],
+        )
+    return terms, weight
+
+
+_VIT_TERMS = ("cls_vit", "kd_vit", "hint")  # what the ViT's gradient is made of (for pcgrad)
+
+
+def train_one_epoch(
+    run: _Run,
+    data: PreparedData,
+    augment: BatchAugmenter,
+    generator: torch.Generator,
+    epoch: int,
+) -> dict[str, float]:
+    cfg = run.cfg
+    for module in run.networks.modules.values():
+        module.train()
+    started = time.perf_counter()
+    totals: dict[str, float] = {}
+    seen = 0
+    grids = _grids(run.networks)
+    batches = batch_indices(len(data.train_x), cfg.batch_size, generator, shuffle=True)
+    weight = 0.0
+    for step, idx in enumerate(batches):
+        x = augment(data.train_x[idx.to(data.train_x.device)], generator)
+        y = data.train_y[idx.to(data.train_y.device)]
+        if run.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with run.autocast:
+            outputs = run.forward(x)
+        terms, weight = loss_terms(cfg, outputs, y, epoch, grids)
+        loss = sum(terms.values())
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        if not math.isfinite(sum(values.values())):
+            raise NonFiniteLoss(epoch + 1, step, values)
+        for opt in run.optimizers:
+            opt.zero_grad(set_to_none=True)
+        if cfg.grad_align == "pcgrad" and run.shared:
+            loss_vit = sum(v for k, v in terms.items() if k in _VIT_TERMS)
+            loss_agent = sum(v for k, v in terms.items() if k not in _VIT_TERMS)
+            aligned_backward(loss_vit, loss_agent, run.shared, run.unshared)
+        else:
+            loss.backward()
+        if cfg.clip_grad > 0:  # every step (the released mutual trainer clips only the first)
+            torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)
+        for opt, sched in zip(run.optimizers, run.schedulers, strict=True):
+            opt.step()
+            sched.step()
+        n = len(idx)
+        seen += n
+        for k, v in values.items():
+            totals[k] = totals.get(k, 0.0) + v * n
+    seconds = time.perf_counter() - started
+    out = {"epoch": float(epoch + 1)}
+    out["train_loss"] = sum(totals.values()) / max(seen, 1)
+    out.update({f"loss_{k}": v / max(seen, 1) for k, v in totals.items()})
+    out["lr"] = run.optimizers[0].param_groups[0]["lr"]
+    out["hint_weight"] = weight
+    out["epoch_seconds"] = seconds
+    out["images_per_second"] = seen / seconds if seconds > 0 else 0.0
+    return out
+
+
+def _grids(networks: Networks):
+    vit_grid = networks.vit.patch_embed.grid_size if networks.vit is not None else None
+    agent_grids = getattr(networks.agent, "feature_grids", None)
+    return vit_grid, agent_grids
+
+
+@torch.no_grad()
+def evaluate(
+    run: _Run, x_all: torch.Tensor, y_all: torch.Tensor, augment: BatchAugmenter, split: str
+) -> dict[str, float]:
+    """Top-1 accuracy of every network on one split, as fractions in [0, 1]."""
+    for module in run.networks.modules.values():
+        module.eval()
+    correct = {name: 0 for name in run.networks.modules}
+    bs = run.cfg.eval_batch_size
+    for start in range(0, len(x_all), bs):
+        x = augment.eval(x_all[start : start + bs])
+        y = y_all[start : start + bs]
+        with run.autocast:
+            for name, module in run.networks.modules.items():
+                logits = module(x)
+                if isinstance(logits, tuple):
+                    logits = logits[0]
+                correct[name] += int((logits.argmax(dim=1) == y).sum())
+    n = max(len(x_all), 1)
+    acc = {name: c / n for name, c in correct.items()}
+    primary = acc.get("vit", acc.get("agent"))
+    out = {f"{split}_acc": primary}
+    if "agent" in acc:
+        out[f"{split}_acc_agent"] = acc["agent"]
+    return out
