@@ -74,7 +74,8 @@ def main() -> None:
             "SELECT study_name FROM studies WHERE study_name LIKE :p ORDER BY study_id"
         ), {"p": f"{name}/%"}).scalars())  # fmt: skip
     engine.dispose()
-    print(f"{n_trials} trials, {n_metrics} metric rows, {len(arms)} arms, {db.stat().st_size / 1e6:.0f} MB")
+    size_mb = db.stat().st_size / 1e6
+    print(f"{n_trials} trials, {n_metrics} metric rows, {len(arms)} arms, {size_mb:.0f} MB")
 
     out = ROOT / "runs" / "bench" / f"{name}.html"
     in_process = _timed(lambda: build_report(name, url, out))
@@ -86,11 +87,15 @@ def main() -> None:
     )  # fmt: skip
     build = statistics.median(in_process)
     print(f"report build, in process:       {build:6.2f} s  (runs: {_runs(in_process)})")
-    print(f"python -m reports, fresh process: {statistics.median(cli):6.2f} s  (runs: {_runs(cli)})")
+    print(
+        f"python -m reports, fresh process: {statistics.median(cli):6.2f} s  (runs: {_runs(cli)})"
+    )
     print(f"HTML size: {out.stat().st_size / 1e6:.2f} MB (plotly.js ~4.8 MB of it)")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    one = _timed(lambda: optuna.load_study(study_name=arms[0], storage=url).trials_dataframe(), 1)[0]
+    one = _timed(lambda: optuna.load_study(study_name=arms[0], storage=url).trials_dataframe(), 1)[
+        0
+    ]
     every = _timed(
         lambda: [optuna.load_study(study_name=a, storage=url).trials_dataframe() for a in arms], 1
     )[0]

@@ -141,10 +141,15 @@ def param_effects(search: pd.DataFrame, params: dict[str, str], colors: dict[str
     """final val_acc against each searched parameter, points per arm (box per value when the
     parameter is categorical). params: {name: "log" | "linear" | "categorical"}."""
     names = list(params)
-    fig = make_subplots(rows=1, cols=max(len(names), 1), shared_yaxes=True,
-                        subplot_titles=[esc(n) for n in names], horizontal_spacing=0.04)  # fmt: skip
-    fig.update_layout(template=TEMPLATE, height=420, title=dict(text="final val acc per value",
-                      x=0.01), boxmode="group")  # fmt: skip
+    fig = make_subplots(
+        rows=1,
+        cols=max(len(names), 1),
+        shared_yaxes=True,
+        subplot_titles=[esc(n) for n in names],
+        horizontal_spacing=0.04,
+    )
+    title = dict(text="final val acc per value", x=0.01)
+    fig.update_layout(template=TEMPLATE, height=420, title=title, boxmode="group")
     for arm, g in search.groupby("arm", sort=False):
         for c, p in enumerate(names, start=1):
             x = g["params"].map(lambda d, p=p: d.get(p))
@@ -200,7 +205,12 @@ def learning_curves(
     fig = _figure("Learning curves", height=520)
     arm_of = dict(zip(trials["id"], trials["arm"], strict=True))
     curves = curves.assign(arm=curves["trial_id"].map(arm_of))
-    for (arm, metric), g in curves.groupby(["arm", "name"], sort=False):
+    order = {a: i for i, a in enumerate(colors)}  # legend in the page's arm order
+    groups = sorted(
+        curves.groupby(["arm", "name"], sort=False),
+        key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][1] != "val_acc"),
+    )
+    for (arm, metric), g in groups:
         xs, ys = [], []
         for _, c in g.groupby("trial_id", sort=False):
             xs.append(np.r_[c["epoch"].to_numpy(dtype=float), np.nan])
@@ -210,7 +220,8 @@ def learning_curves(
             go.Scattergl(
                 x=_f32(np.concatenate(xs)), y=_f32(np.concatenate(ys)), mode="lines",
                 name=esc(f"{arm} ({metric})") if agent else esc(arm), legendgroup=esc(arm),
-                line=dict(color=colors.get(arm, "#444"), width=1, dash="dash" if agent else "solid"),
+                line=dict(color=colors.get(arm, "#444"), width=1,
+                          dash="dash" if agent else "solid"),
                 opacity=0.55, connectgaps=False,
             )
         )  # fmt: skip
@@ -265,17 +276,21 @@ def parallel_coordinates(
     for p, kind in params.items():
         raw = done["params"].map(lambda d, p=p: d.get(p))
         if kind == "categorical":
-            cats = list(dict.fromkeys(str(v) for v in raw if v is not None))
-            dims.append(dict(label=esc(p), values=_f32(raw.map(lambda v: cats.index(str(v))
-                             if v is not None else np.nan)), tickvals=list(range(len(cats))),
-                             ticktext=[esc(c) for c in cats]))  # fmt: skip
+            codes = {
+                c: i for i, c in enumerate(dict.fromkeys(str(v) for v in raw if v is not None))
+            }
+            values = [codes[str(v)] if v is not None else np.nan for v in raw]
+            dims.append(dict(label=esc(p), values=_f32(values), tickvals=list(codes.values()),
+                             ticktext=[esc(c) for c in codes]))  # fmt: skip
         else:
             v = raw.astype(float)
             dims.append(dict(label=esc(f"log10 {p}" if kind == "log" else p),
                              values=_f32(np.log10(v) if kind == "log" else v)))  # fmt: skip
     acc = _pct(done["final_val_acc"])
     dims.append(dict(label="final val acc (%)", values=acc))
-    fig = _figure("Parallel coordinates", height=460, margin=dict(l=140, r=60, t=70, b=30))
+    longest = max((len(a) for a in arms), default=10)
+    left = min(60 + 6 * longest, 320)  # room for the arm names left of the first axis
+    fig = _figure("Parallel coordinates", height=480, margin=dict(l=left, r=60, t=90, b=30))
     fig.add_trace(
         go.Parcoords(dimensions=dims, line=dict(color=acc, colorscale="Viridis", showscale=True))
     )
@@ -310,4 +325,3 @@ def cost_bars(trials: pd.DataFrame) -> go.Figure:
         )  # fmt: skip
     fig.update_yaxes(title="trial-hours")
     return fig
-

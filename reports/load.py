@@ -138,6 +138,7 @@ def load_optuna_trials(engine: sa.Engine, study_names: list[str]) -> pd.DataFram
     wide = params.pivot(index="trial_id", columns="param_name", values="external")
     trials = trials.merge(wide, left_on="trial_id", right_index=True, how="left")
     trials.attrs["distributions"] = {
-        name: dists[j] for name, j in zip(params["param_name"], params["distribution_json"])
+        name: dists[j]
+        for name, j in zip(params["param_name"], params["distribution_json"], strict=True)
     }
     return trials

@@ -28,7 +28,8 @@ MAX_CURVES = 300  # curves drawn; beyond a few hundred lines a plot shows nothin
 MAX_IMPORTANCE_TRIALS = 500  # PED-ANOVA per arm on at most this many completed trials
 esc = html.escape
 _CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;background:#fafafa}
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#222;
+background:#fafafa}
 header{background:#1f2d3d;color:#fff;padding:18px 32px}
 header h1{margin:0 0 6px;font-size:1.5em;word-break:break-all}
 header nav a{color:#cfe3ff;margin-right:14px;text-decoration:none;font-size:.92em}
@@ -136,7 +137,9 @@ def _prepare(engine: sa.Engine, record: StudyRecord, trials: pd.DataFrame, url: 
         if (results["arm"] == arm).any()
     }
     sources = results.groupby("arm")["source"].first().to_dict()
-    max_epochs = int(cfg.get("epochs") or np.nanmax(trials["epochs_run"].to_numpy(float), initial=1))
+    max_epochs = int(
+        cfg.get("epochs") or np.nanmax(trials["epochs_run"].to_numpy(float), initial=1)
+    )
     rungs = stats.asha_rungs(
         int(cfg.get("grace_epochs") or 1), int(cfg.get("reduction_factor") or 1), max_epochs
     )
@@ -160,7 +163,7 @@ def _prepare(engine: sa.Engine, record: StudyRecord, trials: pd.DataFrame, url: 
 
 
 def _param_kinds(trials: pd.DataFrame, optuna_trials: pd.DataFrame) -> dict[str, str]:
-    """"log", "linear" or "categorical" per searched parameter: Optuna's distributions when they
+    """ "log", "linear" or "categorical" per searched parameter: Optuna's distributions when they
     are stored, else guessed from the values."""
     from optuna.distributions import CategoricalDistribution
 
@@ -187,7 +190,10 @@ def _source_label(sources: set[str]) -> str:
         return "test accuracy of the final runs"
     if sources == {"val"}:
         return "best val accuracy, optimistic (selected on validation)"
-    return "test accuracy where final runs exist, else optimistic val accuracy (selected on validation)"
+    return (
+        "test accuracy where final runs exist, else optimistic val accuracy "
+        "(selected on validation)"
+    )
 
 
 def _when(t) -> str:
@@ -207,7 +213,7 @@ def _best_arm(s: _Study) -> tuple[str, stats.Summary] | None:
     return max(s.summaries.items(), key=lambda kv: kv[1].mean)
 
 
-# --- 1. summary ------------------------------------------------------------------------------------
+# --- 1. summary -----------------------------------------------------------------------------------
 def _summary(s: _Study) -> Section:
     t, rec = s.trials, s.record
     counts = t["status"].value_counts()
@@ -267,7 +273,7 @@ def _summary(s: _Study) -> Section:
     return Section("summary", "1. Summary", caption, body)
 
 
-# --- 2. main view ----------------------------------------------------------------------------------
+# --- 2. main view ---------------------------------------------------------------------------------
 def _summary_frame(s: _Study) -> pd.DataFrame:
     rows = []
     for arm, sm in s.summaries.items():
@@ -291,9 +297,7 @@ def _main_view(s: _Study, fig) -> Section:
     caption = f"{top['arm']} is best at {_pct(top['mean'])} (n={int(top['n'])})"
     if len(best) > 1:
         second = best.iloc[1]
-        caption += (
-            f", {(top['mean'] - second['mean']) * 100:.1f} points ahead of {second['arm']}"
-        )
+        caption += f", {(top['mean'] - second['mean']) * 100:.1f} points ahead of {second['arm']}"
     caption += f"; {label}."
     search = s.trials[(s.trials["phase"] == "search") & (s.trials["status"] == "COMPLETE")]
     body = ""
@@ -304,7 +308,7 @@ def _main_view(s: _Study, fig) -> Section:
 
 
 def _fraction_caption(df: pd.DataFrame, label: str) -> str:
-    """"shared beats vit by 6.1 points at 10% data": the largest gap of any mode over vit."""
+    """ "shared beats vit by 6.1 points at 10% data": the largest gap of any mode over vit."""
     gaps = []
     for fraction, g in df.groupby("fraction"):
         vit = g[g["mode"] == "vit"]
@@ -319,13 +323,16 @@ def _fraction_caption(df: pd.DataFrame, label: str) -> str:
     if gap >= 0:
         text = f"{mode} beats vit by {gap * 100:.1f} points {where}"
     else:
-        text = f"vit beats every other mode {where}; the closest, {mode}, is {-gap * 100:.1f} points behind"
+        text = (
+            f"vit beats every other mode {where}; the closest, {mode}, is "
+            f"{-gap * 100:.1f} points behind"
+        )
     if len(gaps) > 1:
         text += f" (the largest gap of {len(gaps)} fractions)"
     return f"{text}; {label}."
 
 
-# --- 3. learning curves --------------------------------------------------------------------------
+# --- 3. learning curves ---------------------------------------------------------------------------
 def _learning_curves(s: _Study, engine: sa.Engine, fig) -> Section:
     t = s.trials
     ids = figures.select_curves(t, MAX_CURVES)
@@ -345,17 +352,20 @@ def _learning_curves(s: _Study, engine: sa.Engine, fig) -> Section:
             f"{s.max_epochs} epochs"
         )
     if curves.empty:
-        return Section("curves", "3. Learning curves", caption + "; no per-epoch metrics stored.", "")
+        return Section(
+            "curves", "3. Learning curves", caption + "; no per-epoch metrics stored.", ""
+        )
     body = fig(figures.learning_curves(curves, t, s.colors, s.rungs, s.max_epochs))
     if s.rungs:
         body += (
             f'<p class="note">Dotted lines: ASHA rungs at epochs '
-            f"{', '.join(map(str, s.rungs))} (grace × reduction factor^k). Dashed: val_acc_agent.</p>"
+            f"{', '.join(map(str, s.rungs))} (grace × reduction factor^k). "
+            "Dashed: val_acc_agent.</p>"
         )
     return Section("curves", "3. Learning curves", caption + ".", body)
 
 
-# --- 4. search diagnostics -------------------------------------------------------------------------
+# --- 4. search diagnostics ------------------------------------------------------------------------
 def _diagnostics(s: _Study, fig) -> Section:
     search = s.trials[(s.trials["phase"] == "search") & s.trials["status"].isin(stats.DONE)]
     search = search[search["best_val_acc"].notna()]
@@ -364,16 +374,15 @@ def _diagnostics(s: _Study, fig) -> Section:
     importances, skipped, used = stats.param_importances(s.optuna_trials, MAX_IMPORTANCE_TRIALS)
     prefix = f"{s.record.name}/"
     importances = {k.removeprefix(prefix): v for k, v in importances.items()}
+    importances = {a: importances[a] for a in s.arms if a in importances}  # the page's arm order
     skipped = {k.removeprefix(prefix): v for k, v in skipped.items()}
     parts = []
     if importances:
         top = pd.Series([max(v, key=v.get) for v in importances.values()]).value_counts()
         parts.append(
             f"most important parameter: {top.index[0]} in {top.iloc[0]} of {len(importances)} arms "
-            "(PED-ANOVA"
-            + (f", on a random {used} completed trials per arm" if used >= MAX_IMPORTANCE_TRIALS
-               else "") + ")"
-        )  # fmt: skip
+            "(PED-ANOVA" + _importance_note(list(used.values())) + ")"
+        )
     firsts = []
     for _, g in search.groupby("arm", sort=False):
         values = g.sort_values("number")["best_val_acc"].to_numpy()
@@ -402,7 +411,16 @@ def _diagnostics(s: _Study, fig) -> Section:
     return Section("search", "4. Search diagnostics", caption, body)
 
 
-# --- 5. tables ---------------------------------------------------------------------------------------
+def _importance_note(used: list[int]) -> str:
+    notes = []
+    if max(used) >= MAX_IMPORTANCE_TRIALS:
+        notes.append(f"on a random {MAX_IMPORTANCE_TRIALS} completed trials of larger arms")
+    if min(used) < 20:
+        notes.append("rough where an arm has fewer than 20 completed trials")
+    return "".join(", " + n for n in notes)
+
+
+# --- 5. tables ------------------------------------------------------------------------------------
 def _tables(s: _Study) -> tuple[Section, str, str]:
     rows = tables.result_rows(s.summaries, s.sources, s.comparisons)
     cmp = [c for c in s.comparisons if c.p_holm is not None]
@@ -427,9 +445,9 @@ def _tables(s: _Study) -> tuple[Section, str, str]:
     caption += "."
     note = (
         '<p class="note">Δ: difference of means in percentage points against the baseline arm '
-        "(mode=vit with the same other factors, else the configured baseline_arm). p: paired t-test "
-        "when both arms ran the same seeds, Welch's t-test otherwise; Holm's correction across the "
-        "arms that share a baseline.</p>"
+        "(mode=vit with the same other factors, else the configured baseline_arm). p: paired "
+        "t-test when both arms ran the same seeds, Welch's t-test otherwise; Holm's correction "
+        "across the arms that share a baseline.</p>"
     )
     body = tables.html_table(tables.RESULT_HEADER, rows, "results") + note
     title = f"bootstudy study {s.record.name}: results per arm"
@@ -438,7 +456,7 @@ def _tables(s: _Study) -> tuple[Section, str, str]:
     return Section("tables", "5. Results against the baseline", caption, body), md, tex
 
 
-# --- 6. cost -----------------------------------------------------------------------------------------
+# --- 6. cost --------------------------------------------------------------------------------------
 def _cost(s: _Study, fig) -> Section:
     t = s.trials
     total = float(t["trial_seconds"].sum())
@@ -446,6 +464,10 @@ def _cost(s: _Study, fig) -> Section:
         return Section("cost", "6. Cost", "No trial-seconds recorded.", "")
     per_arm = t.groupby("arm", sort=False)["trial_seconds"].sum()
     per_status = t.groupby("status")["trial_seconds"].sum() / total
+    per_status = per_status.reindex(
+        [st for st in figures.STATUS_COLORS if st in per_status.index]
+        + [st for st in per_status.index if st not in figures.STATUS_COLORS]
+    )
     caption = (
         f"{total / 3600:.1f} trial-hours in all; {per_arm.idxmax()} cost most "
         f"({per_arm.max() / 3600:.1f} h, {per_arm.max() / total:.0%}); "
@@ -455,7 +477,7 @@ def _cost(s: _Study, fig) -> Section:
     return Section("cost", "6. Cost", caption, fig(figures.cost_bars(t)))
 
 
-# --- 7. provenance -----------------------------------------------------------------------------------
+# --- 7. provenance --------------------------------------------------------------------------------
 def _provenance(s: _Study) -> Section:
     rec = s.record
     hw = rec.hardware if isinstance(rec.hardware, dict) else {"hardware": rec.hardware}

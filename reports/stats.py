@@ -1,9 +1,9 @@
 """The numbers a report states: per-arm results, intervals, tests against the baseline, Holm.
 
-    >>> t_interval([1, 2, 3, 4])  # mean 2.5 +- t(0.975, 3) * s / sqrt(4)
-    (0.4457397432391, 4.5542602567609)
-    >>> holm([0.01, 0.04, 0.03])
-    [0.03, 0.06, 0.06]
+>>> [round(x, 4) for x in t_interval([1, 2, 3, 4])]  # 2.5 +- t(0.975, 3) * s / sqrt(4)
+[0.4457, 4.5543]
+>>> holm([0.01, 0.04, 0.03])
+[0.03, 0.06, 0.06]
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def summarize(values: Sequence[float]) -> Summary:
 
 
 def format_interval(s: Summary, scale: float = 100.0, digits: int = 1) -> str:
-    """"[80.1, 83.4]" in percent, or "n=1, no interval" rather than inventing one."""
+    """ "[80.1, 83.4]" in percent, or "n=1, no interval" rather than inventing one."""
     if s.ci is None:
         return NO_INTERVAL.format(n=s.n)
     return f"[{s.ci[0] * scale:.{digits}f}, {s.ci[1] * scale:.{digits}f}]"
@@ -129,9 +129,9 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 
 def arm_results(trials: pd.DataFrame) -> pd.DataFrame:
-    """The values each arm is judged on: columns arm, value, seed, source.
+    """The values each arm is judged on: columns arm, value, seed, source, params, trial_id.
 
-    Also carries each value's params and trial id. source "test": final-phase test accuracies (one per seed). Where an arm has none yet,
+    source "test": final-phase test accuracies (one per seed). Where an arm has none yet,
     source "val": the best validation accuracy of the arm's best search configuration (its seeds
     if it was run with several) -- optimistic, because it was selected on that same validation set.
     """
@@ -224,16 +224,16 @@ def asha_saved_share(epochs_run: Sequence[float], max_epochs: int) -> float:
 
 def param_importances(
     optuna_trials: pd.DataFrame, max_trials: int = 500, seed: int = 0
-) -> tuple[dict[str, dict[str, float]], dict[str, str], int]:
+) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, int]]:
     """PED-ANOVA importances per Optuna study from `load_optuna_trials`'s frame.
 
-    Returns ({study: {param: importance}}, {study: why skipped}, largest subsample used). Studies
+    Returns ({study: {param: importance}}, {study: why skipped}, {study: trials used}). Studies
     with more than `max_trials` completed trials are subsampled (uniformly, seeded) to stay fast.
     """
     dists = optuna_trials.attrs.get("distributions", {})
     result: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
-    largest = 0
+    used: dict[str, int] = {}
     for name, g in optuna_trials.groupby("study_name", sort=False):
         done = g[(g["state"] == "COMPLETE") & g["value"].notna()]
         params = [p for p in dists if p in g.columns and g[p].notna().any()]
@@ -245,7 +245,7 @@ def param_importances(
             continue
         if len(done) > max_trials:
             done = done.sample(max_trials, random_state=seed)
-        largest = max(largest, len(done))
+        used[name] = len(done)
         frozen = [
             optuna.trial.create_trial(
                 params={p: _py(row[p]) for p in params if not _missing(row[p])},
@@ -267,7 +267,7 @@ def param_importances(
         finally:
             optuna.logging.set_verbosity(verbosity)
         result[name] = {p: float(v) for p, v in imp.items()}
-    return result, skipped, largest
+    return result, skipped, used
 
 
 def _missing(v) -> bool:

@@ -231,7 +231,9 @@ def _write_trials(conn, study_id, name, trials, factors, distributions, optuna_i
         + ["result_json", "trial_seconds", "error", "reused_from", "started_at", "finished_at"],
         rows,
     )
-    _bulk_insert(conn, "bootstudy_trial_metrics", ["trial_id", "epoch", "name", "value"], metric_rows)
+    _bulk_insert(
+        conn, "bootstudy_trial_metrics", ["trial_id", "epoch", "name", "value"], metric_rows
+    )
     _bulk_insert(
         conn,
         "trials",
@@ -239,7 +241,10 @@ def _write_trials(conn, study_id, name, trials, factors, distributions, optuna_i
         o_trials,
     )
     _bulk_insert(
-        conn, "trial_params", ["trial_id", "param_name", "param_value", "distribution_json"], o_params
+        conn,
+        "trial_params",
+        ["trial_id", "param_name", "param_value", "distribution_json"],
+        o_params,
     )
     _bulk_insert(conn, "trial_values", ["trial_id", "objective", "value", "value_type"], o_values)
     _bulk_insert(
@@ -330,7 +335,10 @@ def make_synthetic_study(
     spec = SPACES[space]
     grace, rf = 1, 3
     rungs = _rungs(grace, rf, epochs) if pruning else []
-    arms = [dict(zip(spec["factors"], values)) for values in _product(spec["factors"].values())]
+    arms = [
+        dict(zip(spec["factors"], values, strict=True))
+        for values in _product(spec["factors"].values())
+    ]
     trials: list[dict[str, Any]] = []
     best: dict[int, tuple[float, dict, float]] = {}
     recorded: dict[tuple[int, int], list[float]] = {}

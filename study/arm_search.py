@@ -13,6 +13,7 @@ Plain Python: no Ray here. `study.ray_tune` adapts it to Ray's Searcher interfac
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,9 @@ from search_spaces import Arm
 from study.plan import StudyConfig
 from study.store import Store, StudyRecord
 from trainers.config import config_hash
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials, not Optuna
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = ["ArmSearch", "TrialSpec", "TERMINAL_STATUSES", "HASH_EXCLUDED"]
 

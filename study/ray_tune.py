@@ -126,6 +126,14 @@ class ArmSearcher(Searcher):
         self.numbers: dict[str, int] = {}
         self.status: dict[str, str] = {}  # trial id -> COMPLETE | PRUNED | FAILED, for the writer
 
+    # Ray pickles the Tuner (searcher included) for its own restore. bootstudy resumes from the
+    # store instead, so the live Optuna/SQL handles are simply left out of what Ray saves.
+    def __getstate__(self) -> dict:
+        return {}
+
+    def save_to_dir(self, *args, **kwargs) -> None:
+        pass
+
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.specs is not None:
             spec = self.specs.pop(0) if self.specs else None
@@ -163,6 +171,9 @@ class StoreCallback(tune.Callback):
         self.rows: dict[str, int] = {}  # Ray trial id -> our trial id
         self.started: dict[str, float] = {}
         self.last: dict[str, dict[str, Any]] = {}
+
+    def __getstate__(self) -> dict:  # see ArmSearcher.__getstate__
+        return {}
 
     def _info(self, trial, **extra) -> dict[str, Any]:
         meta = trial.config["meta"]

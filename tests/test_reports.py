@@ -115,7 +115,9 @@ def _hand_study(url: str, name: str) -> None:
             _trial(mode, "search", "COMPLETE", 0, {"lr": 0.003, "tag": "plain"}, 0.5, 9),
             _trial(mode, "search", "PRUNED", 0, {"lr": 0.0001, "tag": "plain"}, 0.3, 1),
         ]
-        trials += [_trial(mode, "final", "COMPLETE", s, best, t, 9, test=t) for s, t in tests.items()]
+        trials += [
+            _trial(mode, "final", "COMPLETE", s, best, t, 9, test=t) for s, t in tests.items()
+        ]
     write_study(
         url, name, trials, space="data_fraction",
         config={"epochs": 9, "grace_epochs": 1, "reduction_factor": 3,
@@ -170,7 +172,9 @@ def test_captions_state_the_numbers(hand_report):
         "12 trials (10 complete, 2 pruned) took 9.2 trial-hours; ASHA saved 30% of the search's "
         "epochs (38 of 54 epochs trained); best arm mode=shared,fraction=0.1 at 79.7% (test, n=3)"
     )
-    assert _caption(page, "curves").startswith("12 of 12 trials drawn; 2 pruned trials stopped: 2 at epoch 1")
+    assert _caption(page, "curves").startswith(
+        "12 of 12 trials drawn; 2 pruned trials stopped: 2 at epoch 1"
+    )
     assert _caption(page, "cost").startswith("9.2 trial-hours in all;")
     assert _caption(page, "provenance").startswith("Code abc1234;")
 
