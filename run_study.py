@@ -15,6 +15,7 @@ set of rungs per arm) stops weak trials early, and every trial lands in SQL.
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 
@@ -41,11 +42,11 @@ def build_parser() -> ArgParser:
     p.add_argument("--preset", default="auto", choices=("auto", "smoke", "cpu", "gpu"),
                    help="budget and model size: smoke (~2 min look), cpu (<=15 min on 2 cores), "
                    "gpu (paper sizes); auto picks cpu or gpu from the hardware")
-    p.add_argument("--trials", type=int, default=0, help="trials per arm (default: preset's)")
-    p.add_argument("--epochs", type=int, default=0, help="max epochs per trial = ASHA's max_t")
-    p.add_argument("--grace-epochs", type=int, default=0, help="ASHA grace period in epochs")
-    p.add_argument("--reduction-factor", type=float, default=0.0, help="ASHA reduction factor")
-    p.add_argument("--final-seeds", type=int, default=-1,
+    p.add_argument("--trials", type=int, default=None, help="trials per arm (default: preset's)")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs per trial = ASHA's max_t")
+    p.add_argument("--grace-epochs", type=int, default=None, help="ASHA grace period in epochs")
+    p.add_argument("--reduction-factor", type=float, default=None, help="ASHA reduction factor")
+    p.add_argument("--final-seeds", type=int, default=None,
                    help="re-run each arm's best config with this many new seeds, on test")
     p.add_argument("--concurrency", type=int, default=0,
                    help="trials at once (default: as many as the resources allow)")
@@ -57,12 +58,37 @@ def build_parser() -> ArgParser:
     p.add_argument("--seed", type=int, default=0, help="sampler and trial seed (default 0)")
     p.add_argument("--retries", type=int, default=0, help="re-runs of a trial that raised")
     p.add_argument("--results-dir", default="runs", help="Ray results and reports (default: runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="a TrainConfig value for every trial, e.g. --set hint_distance=l2_mse "
+                   "(repeatable)")
+    p.add_argument("--arm", action="append", default=[], metavar="FACTOR=V1,V2",
+                   dest="arm_values",
+                   help="arm factor values replacing the preset's, e.g. --arm data_fraction=0.1,1")
     p.add_argument("--resume", action="store_true",
                    help="continue a study whose driver died; completed trials are kept")
     p.add_argument("--dry-run", action="store_true",
                    help="print the resolved arms, search space and budget; run nothing")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     return p
+
+
+def _pairs(items: list[str], option: str, as_list: bool) -> dict:
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{option} expects KEY=VALUE, got {item!r}")
+        values = [_value(v) for v in text.split(",")] if as_list else _value(text)
+        out[key.strip()] = values
+    return out
+
+
+def _value(text: str):
+    """Command-line text as JSON where it parses (numbers, true, null), else as a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def resolve(args) -> tuple[StudyConfig, str | None]:
@@ -80,6 +106,8 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
         final_seeds=args.final_seeds, concurrency=args.concurrency,
         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, address=args.address,
         seed=args.seed, retries=args.retries, results_dir=args.results_dir,
+        overrides=_pairs(args.overrides, "--set", as_list=False),
+        arm_values=_pairs(args.arm_values, "--arm", as_list=True),
     )
     return config, why
 

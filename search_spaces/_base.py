@@ -132,9 +132,16 @@ class SearchSpace:
             )
         return self.budgets[preset]
 
-    def arm_grid(self, preset: str) -> list[Arm]:
-        """Every cell of the factors grid, restricted by the preset's budget (CPU: fewer values)."""
-        restrict = self.budget(preset).arms
+    def arm_grid(self, preset: str, values: Mapping[str, Any] | None = None) -> list[Arm]:
+        """Every cell of the factors grid: the preset's values (CPU: fewer), or `values` given."""
+        values = values or {}
+        unknown = sorted(set(values) - set(self.arms))
+        if unknown:
+            raise ConfigError(
+                f"space '{self.name}' has no arm factor {', '.join(unknown)}; its factors are: "
+                f"{', '.join(self.arms)}"
+            )
+        restrict = {**self.budget(preset).arms, **values}
         factors = {k: tuple(restrict.get(k, v)) for k, v in self.arms.items()}
         return [
             Arm(dict(zip(factors, values, strict=True)))
@@ -150,9 +157,18 @@ class SearchSpace:
         return params
 
     def trial_config(
-        self, preset: str, arm: Arm, params: dict[str, Any], base: dict[str, Any]
+        self,
+        preset: str,
+        arm: Arm,
+        params: dict[str, Any],
+        base: dict[str, Any],
+        overrides: Mapping[str, Any] | None = None,
     ) -> TrainConfig:
-        """The resolved trainer config of one trial: base < fixed < preset < arm < params."""
+        """One trial's resolved trainer config.
+
+        Later wins: base (dataset, epochs) < the space's fixed values < the preset's overrides <
+        per-arm overrides < the user's `overrides` (--set) < the arm's factors < searched params.
+        """
         budget = self.budget(preset)
         values = {"preset": budget.model_preset, "epochs": budget.epochs}
         values.update(base)
@@ -160,6 +176,7 @@ class SearchSpace:
         values.update(budget.overrides)
         if self.arm_overrides is not None:
             values.update(self.arm_overrides(arm.factors))
+        values.update(overrides or {})
         values.update(arm.factors)
         values.update(params)
         return TrainConfig.from_dict(values)

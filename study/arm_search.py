@@ -49,6 +49,7 @@ class TrialSpec:
     train: dict[str, Any]  # resolved TrainConfig
     config_hash: str
     optuna_trial: optuna.Trial | None = field(default=None, repr=False)
+    reported: set[int] = field(default_factory=set, repr=False)  # epochs told to Optuna
 
     def as_config(self) -> dict[str, Any]:
         return {
@@ -82,15 +83,19 @@ class ArmSearch:
         self.arms = config.arms()
         self.studies: dict[str, optuna.Study] = {}
         for index, arm in enumerate(self.arms):
+            name = config.optuna_study_name(arm)
+            # A resumed arm must not replay the random start-up suggestions it already tried
+            # (they would all be reused as duplicates): the seed moves on with the trial count.
+            previous = _trial_count(storage, name)
             sampler = optuna.samplers.TPESampler(
-                seed=config.seed + index,
+                seed=config.seed * 1000 + index + 7919 * previous,
                 multivariate=True,
                 group=True,  # conditional (define-by-run) parameters
                 constant_liar=True,  # parallel trials don't all get the same suggestion
                 n_startup_trials=max(2, min(10, config.trials_per_arm // 3)),
             )
             self.studies[arm.name] = optuna.create_study(
-                study_name=config.optuna_study_name(arm),
+                study_name=name,
                 storage=storage,
                 sampler=sampler,
                 direction="maximize",
@@ -168,7 +173,9 @@ class ArmSearch:
 
     def _spec(self, arm: Arm, phase: str, params: dict[str, Any], seed: int, trial=None):
         base = {**self.config.trainer_base(), "seed": seed}
-        train = self.space.trial_config(self.config.preset, arm, params, base).to_dict()
+        train = self.space.trial_config(
+            self.config.preset, arm, params, base, self.config.overrides
+        ).to_dict()
         hashed = {k: v for k, v in train.items() if k not in HASH_EXCLUDED}
         digest = config_hash(hashed, {"code_version": self.code_version})
         number = self.next_number
@@ -210,13 +217,17 @@ class ArmSearch:
     def on_result(self, number: int, result: dict[str, Any]) -> None:
         spec = self.pending.get(number)
         value = result.get(self.space.objective)
-        if spec is None or spec.optuna_trial is None or value is None:
+        if spec is None or spec.optuna_trial is None or value is None or "epoch" not in result:
             return
-        if math.isfinite(value):
-            spec.optuna_trial.report(float(value), int(result["epoch"]))
+        epoch = int(result["epoch"])
+        if math.isfinite(value) and epoch not in spec.reported:
+            spec.optuna_trial.report(float(value), epoch)
+            spec.reported.add(epoch)
 
     def on_complete(self, number: int, last: dict[str, Any] | None, error: bool) -> str:
         """Tell Optuna how the trial ended; return our status (COMPLETE | PRUNED | FAILED)."""
+        if last:  # Ray hands the final result to on_complete only, not to on_result
+            self.on_result(number, last)
         spec = self.pending.pop(number, None)
         epochs = int(last["epoch"]) if last and "epoch" in last else 0
         value = last.get(self.space.objective) if last else None
@@ -234,3 +245,11 @@ class ArmSearch:
                 state = TrialState.FAIL if status == "FAILED" else TrialState.PRUNED
                 study.tell(spec.optuna_trial, state=state)
         return status
+
+
+def _trial_count(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    try:
+        study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return 0
+    return storage.get_n_trials(study_id)

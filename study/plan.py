@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from search_spaces import Arm, SearchSpace, get_space
@@ -25,11 +25,11 @@ class StudyConfig:
     dataset: str = "fashion_mnist"  # what every trial trains on
     data_dir: str | None = None  # the dataset's own lookup order when None
     storage: str = DEFAULT_STORAGE  # one SQL URL: our tables and Optuna's
-    trials_per_arm: int = 0  # 0: the preset's budget
-    epochs: int = 0  # ASHA max_t; 0: the preset's budget
-    grace_epochs: int = 0  # ASHA grace period; 0: the preset's budget
-    reduction_factor: float = 0.0  # ASHA's rf; 0: the preset's budget
-    final_seeds: int = -1  # re-runs of each arm's best config on new seeds; -1: preset's budget
+    trials_per_arm: int | None = None  # None: the preset's budget
+    epochs: int | None = None  # ASHA max_t; None: the preset's budget
+    grace_epochs: int | None = None  # ASHA grace period; None: the preset's budget
+    reduction_factor: float | None = None  # ASHA's rf; None: the preset's budget
+    final_seeds: int | None = None  # re-runs of each arm's best config on new seeds
     concurrency: int = 0  # trials at once; 0: as many as the CPUs/GPUs allow
     cpus_per_trial: float = 1.0  # Ray resources of one trial; torch uses that many threads
     gpus_per_trial: float = 0.0  # fractions pack small trials on one GPU (0.25: four per GPU)
@@ -37,6 +37,9 @@ class StudyConfig:
     seed: int = 0  # TPE's seed and the trials' base seed
     retries: int = 0  # Ray re-runs of a trial that raised (NonFiniteLoss will raise again)
     results_dir: str = "runs"  # Ray's results and the reports go below it
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig values for every trial
+    arm_values: dict[str, Any] = field(default_factory=dict)  # factor -> values, replacing the
+    #                                                             preset's (e.g. other fractions)
 
     def __post_init__(self) -> None:
         space = get_space(self.space)
@@ -45,15 +48,16 @@ class StudyConfig:
                 f"unknown preset '{self.preset}'; choose from: auto, {', '.join(STUDY_PRESETS)}"
             )
         budget = space.budget(self.preset)
+        epochs = self.epochs if self.epochs is not None else budget.epochs
         defaults = {
-            "trials_per_arm": (0, budget.trials_per_arm),
-            "epochs": (0, budget.epochs),
-            "grace_epochs": (0, min(budget.grace_epochs, self.epochs or budget.epochs)),
-            "reduction_factor": (0.0, budget.reduction_factor),
-            "final_seeds": (-1, budget.final_seeds),
+            "trials_per_arm": budget.trials_per_arm,
+            "epochs": budget.epochs,
+            "grace_epochs": min(budget.grace_epochs, epochs) if epochs > 0 else 1,
+            "reduction_factor": budget.reduction_factor,
+            "final_seeds": budget.final_seeds,
         }
-        for key, (unset, value) in defaults.items():
-            if getattr(self, key) == unset:
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
         checks = [
             (self.trials_per_arm >= 1, f"--trials must be >= 1, got {self.trials_per_arm}"),
@@ -74,6 +78,22 @@ class StudyConfig:
                 raise ConfigError(message)
         if not self.name or "/" in self.name or len(self.name) > 200:
             raise ConfigError(f"study name must be 1-200 characters without '/', got {self.name!r}")
+        self._check_trainer_configs()
+
+    def _check_trainer_configs(self) -> None:
+        """Every arm must give a valid TrainConfig before anything is written or started."""
+        space = self.search_space
+        clash = sorted(set(self.overrides) & (set(space.arms) | {d.name for d in space.search}))
+        if clash:
+            raise ConfigError(
+                f"--set {', '.join(clash)}: set by the space '{space.name}' itself (an arm factor "
+                "or a searched parameter); use --arm FACTOR=V1,V2 for arm factors"
+            )
+        for arm in self.arms():
+            try:
+                space.trial_config(self.preset, arm, {}, self.trainer_base(), self.overrides)
+            except ConfigError as err:
+                raise ConfigError(f"arm {arm.name}: {err}") from None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StudyConfig:
@@ -87,7 +107,7 @@ class StudyConfig:
         return get_space(self.space)
 
     def arms(self) -> list[Arm]:
-        return self.search_space.arm_grid(self.preset)
+        return self.search_space.arm_grid(self.preset, self.arm_values)
 
     def trainer_base(self) -> dict[str, Any]:
         """TrainConfig values every trial of the study shares."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from ray.tune.search import Searcher
 from study.arm_search import ArmSearch, TrialSpec
 from study.store import Store
 from trainers.config import TrainConfig
+from trainers.errors import ConfigError
 
 __all__ = ["PerArmASHA", "ArmSearcher", "StoreCallback", "run_trials", "ray_session"]
 
@@ -304,12 +306,33 @@ def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = 
         configure_logging=True,
     )
     if address:
-        ray.init(address=address, **kwargs)
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"cannot join the Ray cluster at '{address}': {first}") from None
     else:
         ray.init(num_cpus=num_cpus, **kwargs)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
     return ray.shutdown
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, where Ray itself would retry a dead address for minutes."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address must be HOST:PORT (or auto), got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot join the Ray cluster at '{address}': {err.strerror or err} "
+            "(is `ray start --head` running there?)"
+        ) from None
 
 
 def cluster_resources() -> dict[str, float]:

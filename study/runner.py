@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,47 +53,55 @@ def run_study(
     `train_fn` replaces the trainer (tests drive the orchestration with hand-made curves).
     """
     started = time.monotonic()
-    store = Store.open(config.storage)
+    _check_writable(config.results_dir)
     data = load_dataset(config.dataset, config.data_dir)  # missing data fails before any write
-    info = provenance.collect()
-    code = info["code_version"]
-    if resume:
-        study = store.get_study(config.name)
+    store = Store.open(config.storage)
+    study = store.get_study(config.name) if resume else None
+    if study is not None:
         if study.space != config.space:
             raise ConfigError(
                 f"study '{config.name}' is a '{study.space}' study, not '{config.space}'"
             )
-        stale = store.mark_stale_running(study.id)
-        storage = optuna_storage(config.storage)
-        fail_stale_optuna_trials(storage, [config.optuna_study_name(a) for a in config.arms()])
-        store.set_study_status(config.name, "RUNNING", finished=False)
-        print(f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out)
-    else:
-        study = store.create_study(
-            config.name, config.space, config.dataset, config.preset, command,
-            config.report_config(), info,
+    elif config.name in {s.name for s in store.list_studies()}:
+        raise ConfigError(
+            f"study '{config.name}' already exists in {mask_password(config.storage)}; "
+            "use --resume to continue it or --study to name a new one"
         )
-        storage = optuna_storage(config.storage)
-
     # Ray is imported here, not at module import: --help, --list-spaces and errors stay fast.
     from study import ray_tune
 
-    search = ArmSearch(config, store, study, storage, code)
-    live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
-    shutdown = ray_tune.ray_session(config.address)
+    shutdown = ray_tune.ray_session(config.address)  # a bad --address fails before any write
     status = "INTERRUPTED"
+    live = None
     try:
+        info = provenance.collect()
+        code = info["code_version"]
+        storage = optuna_storage(config.storage)
+        if resume:
+            stale = store.mark_stale_running(study.id)
+            fail_stale_optuna_trials(storage, [config.optuna_study_name(a) for a in config.arms()])
+            store.set_study_status(config.name, "RUNNING", finished=False)
+            print(f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out)
+        else:
+            study = store.create_study(
+                config.name, config.space, config.dataset, config.preset, command,
+                config.report_config(), info,
+            )
+        search = ArmSearch(config, store, study, storage, code)
+        live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
         _run_phase(ray_tune, config, search, store, study.id, live, data, train_fn, final=False)
         if config.final_seeds:
             _run_phase(ray_tune, config, search, store, study.id, live, data, train_fn, final=True)
         status = "FINISHED"
-    except Exception:
-        status = "FAILED"
+    except BaseException:
+        status = "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else status
         raise
     finally:
-        store.set_study_status(config.name, status)
+        if study is not None:
+            store.set_study_status(config.name, status)
         shutdown()
-        live.close()
+        if live is not None:
+            live.close()
 
     summary = _summarise(store, config, time.monotonic() - started, search.reused)
     report_path = None
@@ -101,6 +110,17 @@ def run_study(
     summary = StudySummary(**{**summary.__dict__, "report_path": report_path})
     _print_summary(summary, config, out)
     return summary
+
+
+def _check_writable(directory: str) -> None:
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write results under '{directory}': {err.strerror}") from None
 
 
 def _run_phase(ray_tune, config, search, store, study_id, live, data, train_fn, final: bool):
@@ -189,11 +209,12 @@ def _summarise(store: Store, config: StudyConfig, seconds: float, reused: int) -
 
 def _report(config: StudyConfig, out) -> str | None:
     try:
-        from reports import build_report
+        from reports import build_report, default_out_path
     except ImportError:
         return None
     try:
-        path = build_report(config.name, config.storage)
+        out_path = Path(config.results_dir) / "reports" / default_out_path(config.name).name
+        path = Path(build_report(config.name, config.storage, out_path)).resolve()
     except Exception as err:  # a report bug must not hide a finished study's results
         print(f"warning: the report could not be built: {err}", file=out)
         return None

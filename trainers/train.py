@@ -1,7 +1,7 @@
 """`train(config, report) -> result`: one training run, as a pure function.
 
-No module state and no Ray: the orchestrator passes a `report` callback (called once per epoch with a
-flat dict of floats) and gets the result dict back. Example, on 2% of Fashion-MNIST:
+No module state and no Ray: the orchestrator passes a `report` callback (called once per epoch
+with a flat dict of floats) and gets the result dict back. Example, on 2% of Fashion-MNIST:
 
     >>> from trainers import TrainConfig, train
     >>> result = train(TrainConfig(mode="shared", data_fraction=0.02, epochs=3), print)
@@ -12,6 +12,7 @@ flat dict of floats) and gets the result dict back. Example, on 2% of Fashion-MN
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -33,7 +34,15 @@ from trainers.pcgrad import aligned_backward
 from trainers.splits import class_balanced_indices, train_val_split
 from trainers.vit import vit_forward_features
 
-__all__ = ["train", "prepare_data", "PreparedData", "Report"]
+__all__ = [
+    "train",
+    "train_one_epoch",
+    "train_step",
+    "evaluate",
+    "prepare_data",
+    "PreparedData",
+    "Report",
+]
 
 Report = Callable[[dict[str, float]], None]
 Checkpoint = Callable[[dict[str, Any]], None]
@@ -55,8 +64,8 @@ class PreparedData:
 def prepare_data(cfg: TrainConfig, data: ImageData | None, device: torch.device) -> PreparedData:
     """Carve the fixed validation split, then take the class-balanced fraction of the rest.
 
-    Validation first, so it is identical across fractions; both depend only on `split_seed`, so every
-    arm of a study sees exactly the same images at a given fraction.
+    Validation first, so it is identical across fractions; both depend only on `split_seed`, so
+    every arm of a study sees exactly the same images at a given fraction.
     """
     data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
     train_idx, val_idx = train_val_split(data.train_labels, cfg.val_fraction, cfg.split_seed)
@@ -179,14 +188,18 @@ class _Run:
         self.forward = _forward_fn(cfg, networks)
 
     def state(self, epoch: int, best_val: float) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "best_val_acc": best_val,
-            "models": {k: m.state_dict() for k, m in self.networks.modules.items()},
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "schedulers": [s.state_dict() for s in self.schedulers],
-            "torch_rng": torch.get_rng_state(),
-        }
+        """A snapshot: state_dict()s alias the live weights and Adam moments, so without the
+        copy a checkpoint kept in memory would silently move on with training."""
+        return copy.deepcopy(
+            {
+                "epoch": epoch,
+                "best_val_acc": best_val,
+                "models": {k: m.state_dict() for k, m in self.networks.modules.items()},
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "schedulers": [s.state_dict() for s in self.schedulers],
+                "torch_rng": torch.get_rng_state(),
+            }
+        )
 
     def load_state(self, state: dict[str, Any]) -> tuple[int, float]:
         for name, module in self.networks.modules.items():
@@ -306,28 +319,7 @@ def train_one_epoch(
     for step, idx in enumerate(batches):
         x = augment(data.train_x[idx.to(data.train_x.device)], generator)
         y = data.train_y[idx.to(data.train_y.device)]
-        if run.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with run.autocast:
-            outputs = run.forward(x)
-        terms, weight = loss_terms(cfg, outputs, y, epoch, grids)
-        loss = sum(terms.values())
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        if not math.isfinite(sum(values.values())):
-            raise NonFiniteLoss(epoch + 1, step, values)
-        for opt in run.optimizers:
-            opt.zero_grad(set_to_none=True)
-        if cfg.grad_align == "pcgrad" and run.shared:
-            loss_vit = sum(v for k, v in terms.items() if k in _VIT_TERMS)
-            loss_agent = sum(v for k, v in terms.items() if k not in _VIT_TERMS)
-            aligned_backward(loss_vit, loss_agent, run.shared, run.unshared)
-        else:
-            loss.backward()
-        if cfg.clip_grad > 0:  # every step (the released mutual trainer clips only the first)
-            torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)
-        for opt, sched in zip(run.optimizers, run.schedulers, strict=True):
-            opt.step()
-            sched.step()
+        values, weight = train_step(run, x, y, epoch, step, grids)
         n = len(idx)
         seen += n
         for k, v in values.items():
@@ -341,6 +333,40 @@ def train_one_epoch(
     out["epoch_seconds"] = seconds
     out["images_per_second"] = seen / seconds if seconds > 0 else 0.0
     return out
+
+
+def train_step(
+    run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, grids: tuple[Any, Any]
+) -> tuple[dict[str, float], float]:
+    """One optimisation step on an augmented batch: forward, losses, backward (PCGrad-aligned
+    when asked), clipping, optimizer and scheduler steps. Returns the loss terms' values and the
+    hint weight. `epoch` is 0-based; `step` only names the step in `NonFiniteLoss`.
+    """
+    cfg = run.cfg
+    if run.device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with run.autocast:
+        outputs = run.forward(x)
+    terms, weight = loss_terms(cfg, outputs, y, epoch, grids)
+    # One device-to-host copy for all terms (a float() per term would sync the GPU once each)
+    stacked = torch.stack([v.detach() for v in terms.values()]).tolist()
+    values = dict(zip(terms, stacked, strict=True))
+    if not math.isfinite(sum(values.values())):
+        raise NonFiniteLoss(epoch + 1, step, values)
+    for opt in run.optimizers:
+        opt.zero_grad(set_to_none=True)
+    if cfg.grad_align == "pcgrad" and run.shared:
+        loss_vit = sum(v for k, v in terms.items() if k in _VIT_TERMS)
+        loss_agent = sum(v for k, v in terms.items() if k not in _VIT_TERMS)
+        aligned_backward(loss_vit, loss_agent, run.shared, run.unshared)
+    else:
+        sum(terms.values()).backward()
+    if cfg.clip_grad > 0:  # every step (the released mutual trainer clips only the first)
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)
+    for opt, sched in zip(run.optimizers, run.schedulers, strict=True):
+        opt.step()
+        sched.step()
+    return values, weight
 
 
 def _grids(networks: Networks):

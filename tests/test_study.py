@@ -1,0 +1,285 @@
+"""Whole studies: real Ray (local), real SQLite, real Optuna storage.
+
+Most tests drive the orchestrator with hand-made curves (`study.testing`) so its decisions can be
+asserted exactly; one runs the real trainer on Fashion-MNIST through `run_study.py`, as a user does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study.plan import StudyConfig
+from study.runner import run_study
+from study.store import Store
+from study.testing import curve_trainer, curve_value, failing_shared_trainer
+from trainers.config import TrainConfig
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _config(tmp_path: Path, name: str = "s", **changes) -> StudyConfig:
+    values = dict(
+        space="data_fraction", name=name, preset="smoke", storage=f"sqlite:///{tmp_path}/s.db",
+        results_dir=str(tmp_path), trials_per_arm=3, epochs=4, grace_epochs=1,
+        reduction_factor=2.0, final_seeds=0, concurrency=2,
+        arm_values={"mode": ["vit", "shared"], "data_fraction": [0.1, 1.0]},
+    )
+    values.update(changes)
+    return StudyConfig.from_dict(values)
+
+
+def _run(config: StudyConfig, train_fn=curve_trainer, **kw):
+    out = io.StringIO()
+    summary = run_study(config, command="test", train_fn=train_fn, out=out,
+                        build_report=False, **kw)
+    return summary, out.getvalue()
+
+
+def _rows(db: Path, query: str) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute(query).fetchall()
+
+
+def _optuna_trials(config: StudyConfig) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    storage = optuna.storages.RDBStorage(config.storage)
+    return {
+        arm.name: optuna.load_study(study_name=config.optuna_study_name(arm),
+                                    storage=storage).trials
+        for arm in config.arms()
+    }
+
+
+def test_budget_pruning_and_optuna_states_per_arm(tmp_path):
+    config = _config(tmp_path)
+    summary, output = _run(config)
+    db = tmp_path / "s.db"
+    trials = _rows(db, "select arm, status, epochs_run, optuna_trial_id, id, final_val_acc "
+                       "from bootstudy_trials order by number")
+    # Every arm gets exactly its share of the budget, whatever its accuracy.
+    arms = sorted({t[0] for t in trials})
+    assert len(arms) == 4
+    assert all(sum(t[0] == arm for t in trials) == 3 for arm in arms)
+    assert {t[1] for t in trials} <= {"COMPLETE", "PRUNED"}
+    assert summary.counts["COMPLETE"] + summary.counts.get("PRUNED", 0) == 12
+    # A trial's stored epochs match its status: only ASHA-stopped trials end before max_t.
+    for _arm, status, epochs_run, *_ in trials:
+        assert (epochs_run == 4) == (status == "COMPLETE")
+    # Optuna: one study per arm; pruned trials are PRUNED (not COMPLETE with an epoch-1 value),
+    # and every epoch's val_acc is an intermediate value equal to what our table holds.
+    by_id = {t[3]: t for t in trials}
+    for arm, frozen in _optuna_trials(config).items():
+        assert len(frozen) == 3
+        for ft in frozen:
+            arm_name, status, epochs_run, _, trial_id, final = by_id[ft._trial_id]
+            assert arm_name == arm
+            assert ft.state == {"COMPLETE": TrialState.COMPLETE,
+                                "PRUNED": TrialState.PRUNED}[status]
+            stored = dict(_rows(db, f"select epoch, value from bootstudy_trial_metrics "
+                                    f"where trial_id = {trial_id} and name = 'val_acc'"))
+            assert ft.intermediate_values == stored
+            assert len(stored) == epochs_run
+            if status == "COMPLETE":
+                assert ft.value == pytest.approx(final)
+    assert "dashboard: optuna-dashboard" in output
+
+
+def test_failing_trial_is_recorded_with_traceback_and_the_study_goes_on(tmp_path):
+    config = _config(tmp_path, trials_per_arm=2, arm_values={"mode": ["vit", "shared"],
+                                                             "data_fraction": [0.1]})
+    summary, output = _run(config, train_fn=failing_shared_trainer)
+    db = tmp_path / "s.db"
+    rows = _rows(db, "select arm, status, error, epochs_run from bootstudy_trials")
+    shared = [r for r in rows if r[0].startswith("mode=shared")]
+    vit = [r for r in rows if r[0].startswith("mode=vit")]
+    assert [r[1] for r in shared] == ["FAILED", "FAILED"]
+    assert all("NonFiniteLoss" in r[2] and "Traceback" in r[2] for r in shared)
+    assert all("epoch 2, step 5" in r[2] for r in shared)
+    assert all(r[3] == 1 for r in shared)  # the epoch before the failure is kept
+    assert {r[1] for r in vit} <= {"COMPLETE", "PRUNED"} and len(vit) == 2
+    assert _rows(db, "select status from bootstudy_studies") == [("FINISHED",)]
+    states = _optuna_trials(config)
+    assert all(ft.state == TrialState.FAIL for ft in states["mode=shared,data_fraction=0.1"])
+    assert "FAILED" in output
+
+
+def test_an_identical_second_study_reuses_every_completed_trial(tmp_path):
+    # No pruning (grace = max epochs), so every trial completes and is reusable.
+    first = _config(tmp_path, name="first", grace_epochs=4, trials_per_arm=2)
+    _run(first)
+    second = _config(tmp_path, name="second", grace_epochs=4, trials_per_arm=2)
+    summary, _ = _run(second)
+    assert summary.counts == {"REUSED": 8}
+    db = tmp_path / "s.db"
+    pairs = _rows(db, """
+        select r.config_hash = o.config_hash, r.final_val_acc = o.final_val_acc,
+               (select count(*) from bootstudy_trial_metrics m where m.trial_id = r.id),
+               (select count(*) from bootstudy_trial_metrics m where m.trial_id = o.id)
+        from bootstudy_trials r join bootstudy_trials o on r.reused_from = o.id""")
+    assert len(pairs) == 8
+    assert all(p[0] == 1 and p[1] == 1 and p[2] == p[3] > 0 for p in pairs)
+    # Optuna sees the reused trials as COMPLETE with the original's values and curve.
+    for frozen in _optuna_trials(second).values():
+        assert [ft.state for ft in frozen] == [TrialState.COMPLETE] * 2
+        assert all(len(ft.intermediate_values) == 4 for ft in frozen)
+
+
+def test_final_phase_reruns_each_arms_best_config_on_new_seeds(tmp_path):
+    config = _config(tmp_path, trials_per_arm=2, final_seeds=2,
+                     arm_values={"mode": ["vit"], "data_fraction": [0.1, 1.0]})
+    summary, _ = _run(config)
+    db = tmp_path / "s.db"
+    finals = _rows(db, "select arm, seed, status, params_json, test_acc from bootstudy_trials "
+                       "where phase = 'final' order by arm, seed")
+    assert [(f[0], f[1], f[2]) for f in finals] == [
+        ("mode=vit,data_fraction=0.1", 1000, "COMPLETE"),
+        ("mode=vit,data_fraction=0.1", 1001, "COMPLETE"),
+        ("mode=vit,data_fraction=1.0", 1000, "COMPLETE"),
+        ("mode=vit,data_fraction=1.0", 1001, "COMPLETE"),
+    ]
+    for arm, best in summary.best.items():
+        params = {json.dumps(json.loads(f[3]), sort_keys=True) for f in finals if f[0] == arm}
+        assert params == {json.dumps(best["params"], sort_keys=True)}
+        expected = curve_value(TrainConfig(mode="vit", lr=best["params"]["lr"],
+                                           data_fraction=float(arm.split("=")[-1])), 4) - 0.01
+        assert best["final_test_acc_mean"] == pytest.approx(expected)
+
+
+KILLABLE_DRIVER = textwrap.dedent("""
+    import sys
+    from study.plan import StudyConfig
+    from study.runner import run_study
+    from study.testing import slow_curve_trainer
+    tmp, resume = sys.argv[1], sys.argv[2] == "resume"
+    config = StudyConfig(space="optimizer", name="k", preset="smoke", storage=f"sqlite:///{tmp}/s.db",
+                         results_dir=tmp, trials_per_arm=4, epochs=3, grace_epochs=3,
+                         final_seeds=0, concurrency=2)
+    run_study(config, command="test", resume=resume, train_fn=slow_curve_trainer,
+              build_report=False)
+""")
+
+
+def test_resume_after_sigkill_keeps_completed_trials_and_fails_stale_ones(tmp_path):
+    db = tmp_path / "s.db"
+    driver = subprocess.Popen([PY, "-c", KILLABLE_DRIVER, str(tmp_path), "new"], cwd=REPO,
+                              start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill once some trials finished and others run
+            time.sleep(0.5)
+            if not db.exists():
+                continue
+            try:
+                done = _rows(db, "select count(*) from bootstudy_trials where status='COMPLETE'")
+                running = _rows(db, "select count(*) from bootstudy_trials where status='RUNNING'")
+            except sqlite3.OperationalError:
+                continue
+            if done[0][0] >= 2 and running[0][0] >= 1:
+                break
+        else:
+            pytest.fail("the driver never reached a state worth killing")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
+        driver.wait()
+    before = _rows(db, "select id, status, final_val_acc from bootstudy_trials "
+                       "where status = 'COMPLETE' order by id")
+    stale_ids = [r[0] for r in _rows(db, "select id from bootstudy_trials where status='RUNNING'")]
+    assert stale_ids
+
+    resumed = subprocess.run([PY, "-c", KILLABLE_DRIVER, str(tmp_path), "resume"], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = _rows(db, "select id, status, final_val_acc from bootstudy_trials order by id")
+    # Completed trials are neither lost nor re-run; stale ones are FAILED (stale) and re-run.
+    assert [r for r in after if r[0] in {b[0] for b in before}] == before
+    stale = [r for r in after if r[0] in stale_ids]
+    assert all(r[1] == "FAILED" for r in stale)
+    errors = _rows(db, f"select error from bootstudy_trials where id in "
+                       f"({','.join(map(str, stale_ids))})")
+    assert all(e[0].startswith("stale") for e in errors)
+    per_arm = _rows(db, "select arm, count(*) from bootstudy_trials where status = 'COMPLETE' "
+                        "group by arm")
+    assert sorted(n for _, n in per_arm) == [4, 4]  # the full budget, exactly once
+    duplicates = _rows(db, "select trial_id, epoch, name, count(*) from bootstudy_trial_metrics "
+                           "group by trial_id, epoch, name having count(*) > 1")
+    assert duplicates == []
+    assert _rows(db, "select status from bootstudy_studies") == [("FINISHED",)]
+    config = StudyConfig(space="optimizer", name="k", preset="smoke",
+                         storage=f"sqlite:///{db}", results_dir=str(tmp_path))
+    states = [ft.state for arm in _optuna_trials(config).values() for ft in arm]
+    assert states.count(TrialState.COMPLETE) == 8
+    assert states.count(TrialState.FAIL) == len(stale_ids)
+    assert TrialState.RUNNING not in states
+
+
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, str(REPO / "run_study.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--space", "nope"], "unknown search space 'nope'"),
+        (["--space", "data_fraction", "--storage", "foo://x"], "unsupported database URL 'foo://x'"),
+        (["--space", "data_fraction", "--arm", "data_fraction=0,0.1"],
+         "data_fraction must be in (0, 1]"),
+        (["--space", "data_fraction", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--space", "data_fraction", "--storage", "sqlite:////proc/nope/s.db"], "/proc/nope"),
+        (["--space", "data_fraction", "--results-dir", "/proc/nope"], "cannot write results"),
+        (["--space", "data_fraction", "--data-dir", "/nonexistent"], "/nonexistent"),
+        (["--space", "data_fraction", "--trials", "0"], "--trials must be >= 1"),
+        (["--space", "data_fraction", "--address", "127.0.0.1:1"], "cannot join the Ray cluster"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
+    db = tmp_path / "s.db"
+    storage = [] if "--storage" in args else ["--storage", f"sqlite:///{db}"]
+    results = [] if "--results-dir" in args else ["--results-dir", str(tmp_path / "runs")]
+    done = _cli(*args, *storage, *results, "--preset", "smoke")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    if db.exists():  # at most an empty schema: no study, no trial
+        assert _rows(db, "select count(*) from bootstudy_studies") == [(0,)]
+
+
+def test_smoke_study_through_the_command_line(tmp_path):
+    """As a user runs it: the real trainer on Fashion-MNIST, real Ray, SQLite, report at the end."""
+    db = tmp_path / "s.db"
+    done = _cli("--space", "data_fraction", "--preset", "smoke", "--study", "smoke",
+                "--storage", f"sqlite:///{db}", "--results-dir", str(tmp_path),
+                "--concurrency", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "dashboard: optuna-dashboard 'sqlite:///" in done.stdout
+    assert "report:" in done.stdout
+    store = Store.open(f"sqlite:///{db}")
+    trials = store.trials_frame("smoke")
+    metrics = store.metrics_frame("smoke")
+    assert len(trials) == 8 and set(trials["status"]) <= {"COMPLETE", "PRUNED"}
+    assert (trials["status"] == "COMPLETE").sum() >= 4  # each arm's first trial can't be cut
+    names = set(metrics["name"])
+    assert {"val_acc", "val_acc_agent", "train_loss", "lr", "hint_weight", "epoch_seconds",
+            "images_per_second", "loss_cls_vit", "loss_hint"} <= names
+    complete = trials[trials["status"] == "COMPLETE"]
+    assert complete["test_acc"].notna().all() and (complete["test_acc"] > 0.1).all()
+    assert (complete["trial_seconds"] > 0).all()
+    study = store.get_study("smoke")
+    assert study.status == "FINISHED" and study.code_version and study.hardware
+    report = Path(done.stdout.split("report:")[1].split()[0])
+    assert report.exists() and report.stat().st_size > 100_000
