@@ -68,3 +68,31 @@ def storage_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     finally:
         with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- a real smoke study, run once per session through the command line --------------------------
+
+SMOKE_STUDY_NAME = "smoke<script>window.__xss=1"  # markup in the name: reports must escape it
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory) -> dict:
+    """`run_study.py --preset smoke` as a user runs it: the real trainer on Fashion-MNIST, real
+    Ray, SQLite, the report at the end. Returns the storage URL, the output and the report path."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    tmp = tmp_path_factory.mktemp("smoke")
+    storage = f"sqlite:///{tmp / 's.db'}"
+    done = subprocess.run(
+        [sys.executable, str(repo / "run_study.py"), "--space", "data_fraction", "--preset",
+         "smoke", "--study", SMOKE_STUDY_NAME, "--storage", storage, "--results-dir", str(tmp),
+         "--concurrency", "2"],
+        cwd=repo, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = Path(done.stdout.split("report:")[1].split()[0]) if "report:" in done.stdout else None
+    return {"storage": storage, "db": tmp / "s.db", "stdout": done.stdout, "report": report,
+            "name": SMOKE_STUDY_NAME, "dir": tmp}

@@ -40,7 +40,15 @@ def test_report_renders_in_chromium(tmp_path, make, shot):
     name = f"{shot}{XSS}"
     make(url, name)
     out = build_report(name, url, tmp_path / "report.html")
+    _check_in_chromium(out, name, shot)
 
+
+def test_real_smoke_study_report_renders_in_chromium(smoke_study):
+    """The report `run_study.py` itself wrote at the end of a real Fashion-MNIST smoke study."""
+    _check_in_chromium(smoke_study["report"], smoke_study["name"], "smoke")
+
+
+def _check_in_chromium(out: Path, name: str, shot: str) -> None:
     errors: list[str] = []
     external: list[str] = []
     with sync_playwright() as p:

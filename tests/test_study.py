@@ -259,18 +259,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message
         assert _rows(db, "select count(*) from bootstudy_studies") == [(0,)]
 
 
-def test_smoke_study_through_the_command_line(tmp_path):
+def test_smoke_study_through_the_command_line(smoke_study):
     """As a user runs it: the real trainer on Fashion-MNIST, real Ray, SQLite, report at the end."""
-    db = tmp_path / "s.db"
-    done = _cli("--space", "data_fraction", "--preset", "smoke", "--study", "smoke",
-                "--storage", f"sqlite:///{db}", "--results-dir", str(tmp_path),
-                "--concurrency", "2")
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "dashboard: optuna-dashboard 'sqlite:///" in done.stdout
-    assert "report:" in done.stdout
-    store = Store.open(f"sqlite:///{db}")
-    trials = store.trials_frame("smoke")
-    metrics = store.metrics_frame("smoke")
+    out, name = smoke_study["stdout"], smoke_study["name"]
+    assert "dashboard: optuna-dashboard 'sqlite:///" in out
+    store = Store.open(smoke_study["storage"])
+    trials = store.trials_frame(name)
+    metrics = store.metrics_frame(name)
     assert len(trials) == 8 and set(trials["status"]) <= {"COMPLETE", "PRUNED"}
     assert (trials["status"] == "COMPLETE").sum() >= 4  # each arm's first trial can't be cut
     names = set(metrics["name"])
@@ -279,7 +274,14 @@ def test_smoke_study_through_the_command_line(tmp_path):
     complete = trials[trials["status"] == "COMPLETE"]
     assert complete["test_acc"].notna().all() and (complete["test_acc"] > 0.1).all()
     assert (complete["trial_seconds"] > 0).all()
-    study = store.get_study("smoke")
+    # Optuna holds the same curves: every stored val_acc is an intermediate value of its trial.
+    storage = optuna.storages.RDBStorage(smoke_study["storage"])
+    val = metrics[metrics["name"] == "val_acc"]
+    for row in trials.itertuples():
+        frozen = storage.get_trial(int(row.optuna_trial_id))
+        stored = val[val["trial_id"] == row.id]
+        assert frozen.intermediate_values == dict(zip(stored["epoch"], stored["value"]))
+        assert frozen.state.name == row.status
+    study = store.get_study(name)
     assert study.status == "FINISHED" and study.code_version and study.hardware
-    report = Path(done.stdout.split("report:")[1].split()[0])
-    assert report.exists() and report.stat().st_size > 100_000
+    assert smoke_study["report"].exists() and smoke_study["report"].stat().st_size > 100_000
