@@ -13,6 +13,7 @@ Plain Python: no Ray here. `study.ray_tune` adapts it to Ray's Searcher interfac
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -108,6 +109,10 @@ class ArmSearch:
         self.next_number = store.next_trial_number(study)
         self.pending: dict[int, TrialSpec] = {}
         self.reused = 0
+        # Optuna's per-epoch writes (one commit each) run on one background thread, in order, so
+        # the driver's event loop never waits on them; `drain` waits for them (end of a phase).
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="optuna-writer")
+        self._writes: list[Future] = []
 
     # --- asking -----------------------------------------------------------------------------------
 
@@ -221,8 +226,18 @@ class ArmSearch:
             return
         epoch = int(result["epoch"])
         if math.isfinite(value) and epoch not in spec.reported:
-            spec.optuna_trial.report(float(value), epoch)
             spec.reported.add(epoch)
+            self._write(spec.optuna_trial.report, float(value), epoch)
+
+    def _write(self, fn, *args, **kwargs) -> None:
+        self._writes = [f for f in self._writes if not f.done() or f.exception()]
+        self._writes.append(self._writer.submit(fn, *args, **kwargs))
+
+    def drain(self) -> None:
+        """Wait for every queued Optuna write; re-raise the first that failed."""
+        writes, self._writes = self._writes, []
+        for future in writes:
+            future.result()
 
     def on_complete(self, number: int, last: dict[str, Any] | None, error: bool) -> str:
         """Tell Optuna how the trial ended; return our status (COMPLETE | PRUNED | FAILED)."""
@@ -239,11 +254,11 @@ class ArmSearch:
             status = "PRUNED"  # stopped by ASHA before max_t
         if spec is not None and spec.optuna_trial is not None:
             study = self.studies[spec.arm.name]
-            if status == "COMPLETE":
-                study.tell(spec.optuna_trial, float(value))
+            if status == "COMPLETE":  # queued after the trial's reports: same writer, in order
+                self._write(study.tell, spec.optuna_trial, float(value))
             else:
                 state = TrialState.FAIL if status == "FAILED" else TrialState.PRUNED
-                study.tell(spec.optuna_trial, state=state)
+                self._write(study.tell, spec.optuna_trial, state=state)
         return status
 
 

@@ -173,6 +173,11 @@ class StoreCallback(tune.Callback):
         self.rows: dict[str, int] = {}  # Ray trial id -> our trial id
         self.started: dict[str, float] = {}
         self.last: dict[str, dict[str, Any]] = {}
+        # Epochs of fast trials are written in batches: at most one write per trial per
+        # FLUSH_SECONDS, and always when the trial ends. A real epoch takes longer than that, so
+        # real studies still write every epoch as it happens.
+        self.pending: dict[str, dict[int, dict[str, float]]] = {}
+        self.flushed: dict[str, float] = {}
 
     def __getstate__(self) -> dict:  # see ArmSearcher.__getstate__
         return {}
@@ -211,11 +216,22 @@ class StoreCallback(tune.Callback):
         metrics = payload["metrics"]
         self.last[trial.trial_id] = payload
         values = {k: v for k, v in metrics.items() if k != "epoch"}
-        self.store.record_epoch(self.rows[trial.trial_id], int(metrics["epoch"]), values)
+        self.pending.setdefault(trial.trial_id, {})[int(metrics["epoch"])] = values
+        if time.monotonic() - self.flushed.get(trial.trial_id, 0.0) >= self.FLUSH_SECONDS:
+            self._flush(trial.trial_id)
         self.on_event("epoch", self._info(trial, epoch=int(metrics["epoch"]),
                                           val_acc=metrics.get("val_acc")))
 
+    FLUSH_SECONDS = 1.0
+
+    def _flush(self, trial_id: str) -> None:
+        epochs = self.pending.pop(trial_id, None)
+        if epochs:
+            self.store.record_epochs(self.rows[trial_id], epochs)
+        self.flushed[trial_id] = time.monotonic()
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._flush(trial.trial_id)
         status = self.searcher.status.pop(trial.trial_id, "COMPLETE")
         payload = self.last.pop(trial.trial_id, None) or {}
         final = payload.get("result") or {}
@@ -233,6 +249,7 @@ class StoreCallback(tune.Callback):
                                         epoch=metrics.get("epoch")))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._flush(trial.trial_id)
         self.searcher.status.pop(trial.trial_id, None)
         payload = self.last.pop(trial.trial_id, None) or {}
         error = _error_text(trial)
@@ -261,13 +278,31 @@ def _error_text(trial) -> str:
 # --- the trial process ----------------------------------------------------------------------------
 
 
-def _trial(config: dict[str, Any], data=None, train_fn: TrainFn | None = None) -> None:
-    """Runs inside a Ray worker: train, report every epoch, the last one with the test results."""
-    import torch
+# The dataset, per worker process: fetched from the object store once, then reused by every trial
+# that runs in the (reused) actor, instead of being deserialised again for each trial.
+_DATA: dict[str, Any] = {}
 
-    resources = tune.get_context().get_trial_resources()
-    cpus = max(1, int(resources.required_resources.get("CPU", 1)))
-    torch.set_num_threads(cpus)  # one trial per CPU slot; oversubscription slows everyone
+
+def _dataset(data_ref: list | None):
+    if not data_ref:
+        return None
+    (ref,) = data_ref
+    key = ref.hex()
+    if key not in _DATA:
+        _DATA.clear()  # one study's data at a time
+        _DATA[key] = ray.get(ref)
+    return _DATA[key]
+
+
+def _trial(config: dict[str, Any], data_ref=None, train_fn: TrainFn | None = None) -> None:
+    """Runs inside a Ray worker: train, report every epoch, the last one with the test results."""
+    data = _dataset(data_ref)
+    if train_fn is None:
+        import torch  # only the real trainer needs it (stand-ins in tests and benches don't)
+
+        resources = tune.get_context().get_trial_resources()
+        cpus = max(1, int(resources.required_resources.get("CPU", 1)))
+        torch.set_num_threads(cpus)  # one trial per CPU slot; oversubscription slows everyone
     cfg = TrainConfig.from_dict(config["train"])
     held: list[dict[str, float]] = []
 
@@ -355,7 +390,9 @@ def run_trials(
     train_fn: TrainFn | None = None,
 ) -> None:
     """Run the trials the searcher hands out until it says FINISHED."""
-    trainable = tune.with_parameters(_trial, data=data, train_fn=train_fn)
+    # The ref travels inside a list so Ray passes it unresolved; `_dataset` caches it per worker.
+    data_ref = [ray.put(data)] if data is not None else None
+    trainable = tune.with_parameters(_trial, data_ref=data_ref, train_fn=train_fn)
     trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     tuner = tune.Tuner(
         trainable,

@@ -160,6 +160,7 @@ def _run_phase(ray_tune, config, search, store, study_id, live, data, train_fn, 
         results_dir=config.results_dir,
         train_fn=train_fn,
     )
+    search.drain()  # every Optuna write of the phase is in before the next phase asks
 
 
 def _default_concurrency(ray_tune, config: StudyConfig) -> int:
