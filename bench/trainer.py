@@ -150,38 +150,42 @@ def _data(preset: str) -> _Data:
 
 
 def bench_modes(preset: str, timed: int, warmup: int) -> dict[str, float]:
-    """Median seconds per step of each mode, on augmented batches made outside the timing."""
+    """Median wall seconds per step of each mode, on augmented batches made outside the timing.
+
+    Also prints the median CPU seconds of the process per step: on a machine shared with other
+    jobs, wall time measures the load as much as the step, CPU time much less so.
+    """
     data = _data(preset)
     images, labels, augment = data.images, data.labels, data.augmenter()
-    shape = tuple(images.shape[1:])
     source = _Batches(images, labels)
-    benches = {mode: _Bench(mode, preset, shape, 10) for mode in MODES}
-
-    def stepper(bench: _Bench) -> Callable[[], None]:
-        index = source.next_index()
-        x, y = augment(images[index], source.generator), labels[index]
-        return lambda: bench.step(x, y)
-
-    # Same batch for every mode in a round; the batch is made before its clock starts
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    benches = {mode: _Bench(mode, preset, tuple(images.shape[1:]), 10) for mode in MODES}
+    wall: dict[str, list[float]] = {mode: [] for mode in MODES}
+    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
     for i in range(warmup + timed):
+        index = source.next_index()  # one batch per round, the same for every mode
+        x, y = augment(images[index], source.generator), labels[index]
         for mode, bench in benches.items():
-            step = stepper(bench)
-            started = time.perf_counter()
-            step()
+            started, started_cpu = time.perf_counter(), time.process_time()
+            bench.step(x, y)
             if i >= warmup:
-                times[mode].append(time.perf_counter() - started)
-    medians = {mode: statistics.median(t) for mode, t in times.items()}
+                wall[mode].append(time.perf_counter() - started)
+                cpu[mode].append(time.process_time() - started_cpu)
+    medians = {mode: statistics.median(t) for mode, t in wall.items()}
+    cpu_medians = {mode: statistics.median(t) for mode, t in cpu.items()}
     params = {mode: sum(b.run.networks.parameter_counts()) for mode, b in benches.items()}
     print(f"\n{preset}: {data.what}, batch {BATCH}")
-    print(f"  {'mode':<8}{'params':>10}{'ms/step':>10}{'img/s':>9}{'x vit':>8}")
+    print(
+        f"  {'mode':<8}{'params':>12}{'ms/step':>10}{'img/s':>8}{'x vit':>8}"
+        f"{'cpu ms':>10}{'x vit':>8}"
+    )
     for mode in MODES:
-        seconds = medians[mode]
+        seconds, cpu_seconds = medians[mode], cpu_medians[mode]
         print(
-            f"  {mode:<8}{params[mode]:>10,}{seconds * 1e3:>10.1f}{BATCH / seconds:>9.0f}"
-            f"{seconds / medians['vit']:>8.2f}"
+            f"  {mode:<8}{params[mode]:>12,}{seconds * 1e3:>10.1f}{BATCH / seconds:>8.0f}"
+            f"{seconds / medians['vit']:>8.2f}{cpu_seconds * 1e3:>10.1f}"
+            f"{cpu_seconds / cpu_medians['vit']:>8.2f}"
         )
-    return medians
+    return {**medians, **{f"{mode}_cpu": v for mode, v in cpu_medians.items()}}
 
 
 def bench_pipelines(preset: str, timed: int, warmup: int) -> dict[str, float]:
@@ -241,12 +245,14 @@ def main(argv: list[str] | None = None) -> None:
     warmup = 2 if args.quick else 3
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores; "
-        f"median of {tiny_steps} (tiny) / {big_steps} (vit_s) steps after {warmup} warm-up"
+        f"median of {tiny_steps} (tiny) / {big_steps} (vit_s) steps after {warmup} warm-up; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     ratios = {}
     for preset, timed in (("tiny", tiny_steps), ("vit_s", big_steps)):
         medians = bench_modes(preset, timed, warmup)
-        ratios[f"{preset} shared/vit step"] = medians["shared"] / medians["vit"]
+        ratios[f"{preset} shared/vit step (wall)"] = medians["shared"] / medians["vit"]
+        ratios[f"{preset} shared/vit step (cpu)"] = medians["shared_cpu"] / medians["vit_cpu"]
     for preset, timed in (("tiny", tiny_steps), ("vit_s", big_steps)):
         pipelines = bench_pipelines(preset, timed, warmup)
         base = pipelines["preloaded_float"]

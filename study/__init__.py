@@ -4,13 +4,7 @@
 database; `make_engine` checks a database URL. See `study.schema` for the tables.
 """
 
-from study.engine import StorageError, make_engine, mask_password, optuna_storage
-from study.store import (
-    Store,
-    StudyRecord,
-    TrialRecord,
-    fail_stale_optuna_trials,
-)
+import importlib
 
 __all__ = [
     "Store",
@@ -22,3 +16,21 @@ __all__ = [
     "optuna_storage",
     "fail_stale_optuna_trials",
 ]
+
+# Lazy: Ray workers import `study.ray_tune` (for the trial function) without SQLAlchemy or Optuna.
+_HOMES = {
+    "StorageError": "study.engine",
+    "make_engine": "study.engine",
+    "mask_password": "study.engine",
+    "optuna_storage": "study.engine",
+    "Store": "study.store",
+    "StudyRecord": "study.store",
+    "TrialRecord": "study.store",
+    "fail_stale_optuna_trials": "study.store",
+}
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name]), name)
+    raise AttributeError(f"module 'study' has no attribute {name!r}")

@@ -20,17 +20,19 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.arm_search import ArmSearch, TrialSpec
-from study.store import Store
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
+
+if TYPE_CHECKING:  # workers import this module for `_trial`: keep Optuna and SQL out of them
+    from study.arm_search import ArmSearch, TrialSpec
+    from study.store import Store
 
 __all__ = ["PerArmASHA", "ArmSearcher", "StoreCallback", "run_trials", "ray_session"]
 

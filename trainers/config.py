@@ -67,7 +67,7 @@ class TrainConfig:
     mode: Mode = "shared"  # the paper's bootstrapping: agent CNN shares the ViT's weights
     preset: str = "tiny"  # model size preset (MODEL_PRESETS); explicit fields override it
 
-    # --- data --------------------------------------------------------------------------------------
+    # --- data -------------------------------------------------------------------------------------
     dataset: str = "fashion_mnist"  # offline-available on every machine of ours (Debian package)
     data_dir: str | None = None  # None: the dataset's own lookup order (see trainers.datasets)
     data_fraction: float = 1.0  # class-balanced round(n_c * fraction) per class (paper Sec. 4.3)
@@ -86,14 +86,14 @@ class TrainConfig:
     attn_drop_rate: float = 0.0  # paper uses none
     drop_path_rate: float = 0.0  # paper uses none; small-data ViTs sometimes like 0.1
 
-    # --- agent CNN ----------------------------------------------------------------------------------
+    # --- agent CNN --------------------------------------------------------------------------------
     agent_design: str | None = None  # base | res_like (2x2 pool after blocks 0, 1: paper's best)
     agent_stem: str | None = None  # vit_like (patch conv) | resnet_like (conv-BN-GELU-pool-conv)
     agent_norm: Literal["pre", "post"] = "pre"  # BatchNorm where the ViT has its pre-LayerNorms
     resample: Literal["avgpool1d", "interp2d"] = "avgpool1d"  # released code / paper, when the
     #                                                          agent's token count differs
 
-    # --- losses -------------------------------------------------------------------------------------
+    # --- losses -----------------------------------------------------------------------------------
     cls_vit: float = 0.5  # released shared-mode config; joint mode uses 1.0
     cls_agent: float = 0.5  # released shared-mode config
     kd_vit: float = 0.5  # ViT learns from the agent's logits; paper alpha = 1 in joint mode
@@ -106,7 +106,7 @@ class TrainConfig:
     grad_align: Literal["none", "pcgrad"] = "none"  # paper Alg. 1 projects the agent's gradient;
     #                                                 the released code just sums (none)
 
-    # --- optimisation -------------------------------------------------------------------------------
+    # --- optimisation -----------------------------------------------------------------------------
     epochs: int = 10  # paper: 240 on CIFAR; studies set this through ASHA's max_t
     batch_size: int = 64  # paper: 64
     lr: float = 1e-3  # paper: AdamW 1e-3
@@ -118,7 +118,7 @@ class TrainConfig:
         5.0  # max grad norm, applied on EVERY step (released code: first only, a bug)
     )
 
-    # --- run ------------------------------------------------------------------------------------------
+    # --- run --------------------------------------------------------------------------------------
     seed: int = 0  # initialisation, batch order, augmentation and dropout
     device: str = "auto"  # auto: cuda when present, else cpu
     compile: bool = False  # torch.compile: off by default, costly to warm up for short trials
@@ -176,7 +176,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from plain values (JSON, CLI, a search space); unknown keys and wrong types fail."""
+        """Build from plain values (JSON, CLI, a search space); unknown keys, wrong types fail."""
         return strict_from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -196,7 +196,7 @@ def config_hash(config: dict[str, Any], extra: dict[str, Any] | None = None) -> 
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-# --- strict construction, shared by every config dataclass ------------------------------------------
+# --- strict construction, shared by every config dataclass ----------------------------------------
 
 
 def strict_from_dict(cls: type, values: dict[str, Any]):

@@ -68,7 +68,7 @@ def list_modes() -> list[str]:
 
 
 def build_networks(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Networks:
-    """Build the mode's networks; the random init is drawn from torch's global RNG (seed it first)."""
+    """Build the mode's networks; the random init comes from torch's global RNG (seed it first)."""
     builder = MODES.get(cfg.mode)
     if builder is None:
         raise ConfigError(f"unknown mode '{cfg.mode}'; choose from: {', '.join(list_modes())}")

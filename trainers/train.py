@@ -106,7 +106,8 @@ def train(
             `val_acc` (the ViT's; the agent's in `agent` mode), `val_acc_agent`, `lr`,
             `hint_weight`, `epoch_seconds`, `images_per_second`.
         data: an already loaded dataset (the orchestrator shares one copy between trials).
-        checkpoint: called after every epoch with a state dict that `resume_state` accepts.
+        checkpoint: called after every epoch with a state dict that `resume_state` accepts
+            (a snapshot: safe to keep in memory as it is).
         resume_state: continue from a state saved by `checkpoint`.
 
     Returns:
@@ -198,8 +199,13 @@ class _Run:
                 "optimizers": [o.state_dict() for o in self.optimizers],
                 "schedulers": [s.state_dict() for s in self.schedulers],
                 "torch_rng": torch.get_rng_state(),
+                # dropout on a GPU draws from the device's generator, not the CPU one
+                "cuda_rng": self._cuda_rng_state(),
             }
         )
+
+    def _cuda_rng_state(self) -> torch.Tensor | None:
+        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
 
     def load_state(self, state: dict[str, Any]) -> tuple[int, float]:
         for name, module in self.networks.modules.items():
@@ -209,6 +215,8 @@ class _Run:
         for sch, s in zip(self.schedulers, state["schedulers"], strict=True):
             sch.load_state_dict(s)
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         return state["epoch"], state["best_val_acc"]
 
 
