@@ -36,38 +36,73 @@ def build_parser() -> ArgParser:
     p.add_argument("--study", help="study name (default: <space>-<dataset>-<preset>)")
     p.add_argument("--dataset", default="fashion_mnist", help="dataset (default: fashion_mnist)")
     p.add_argument("--data-dir", help="where the dataset lives (default: its own lookup order)")
-    p.add_argument("--storage", default=DEFAULT_STORAGE,
-                   help=f"SQL URL for results and Optuna (default: {DEFAULT_STORAGE}); "
-                   "postgresql+psycopg://... for clusters")
-    p.add_argument("--preset", default="auto", choices=("auto", "smoke", "cpu", "gpu"),
-                   help="budget and model size: smoke (~2 min look), cpu (<=15 min on 2 cores), "
-                   "gpu (paper sizes); auto picks cpu or gpu from the hardware")
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE,
+        help=f"SQL URL for results and Optuna (default: {DEFAULT_STORAGE}); "
+        "postgresql+psycopg://... for clusters",
+    )
+    p.add_argument(
+        "--preset",
+        default="auto",
+        choices=("auto", "smoke", "cpu", "gpu"),
+        help="budget and model size: smoke (~2 min look), cpu (<=15 min on 2 cores), "
+        "gpu (paper sizes); auto picks cpu or gpu from the hardware",
+    )
     p.add_argument("--trials", type=int, default=None, help="trials per arm (default: preset's)")
     p.add_argument("--epochs", type=int, default=None, help="max epochs per trial = ASHA's max_t")
     p.add_argument("--grace-epochs", type=int, default=None, help="ASHA grace period in epochs")
     p.add_argument("--reduction-factor", type=float, default=None, help="ASHA reduction factor")
-    p.add_argument("--final-seeds", type=int, default=None,
-                   help="re-run each arm's best config with this many new seeds, on test")
-    p.add_argument("--concurrency", type=int, default=0,
-                   help="trials at once (default: as many as the resources allow)")
+    p.add_argument(
+        "--final-seeds",
+        type=int,
+        default=None,
+        help="re-run each arm's best config with this many new seeds, on test",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="trials at once (default: as many as the resources allow)",
+    )
     p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
-    p.add_argument("--gpus-per-trial", type=float, default=None,
-                   help="GPUs per trial; fractions pack trials (0.25: four per GPU). "
-                   "Default: 1 with the gpu preset, else 0")
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per trial; fractions pack trials (0.25: four per GPU). "
+        "Default: 1 with the gpu preset, else 0",
+    )
     p.add_argument("--address", help="join this Ray cluster (default: start Ray locally)")
     p.add_argument("--seed", type=int, default=0, help="sampler and trial seed (default 0)")
     p.add_argument("--retries", type=int, default=0, help="re-runs of a trial that raised")
     p.add_argument("--results-dir", default="runs", help="Ray results and reports (default: runs)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="a TrainConfig value for every trial, e.g. --set hint_distance=l2_mse "
-                   "(repeatable)")
-    p.add_argument("--arm", action="append", default=[], metavar="FACTOR=V1,V2",
-                   dest="arm_values",
-                   help="arm factor values replacing the preset's, e.g. --arm data_fraction=0.1,1")
-    p.add_argument("--resume", action="store_true",
-                   help="continue a study whose driver died; completed trials are kept")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the resolved arms, search space and budget; run nothing")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="a TrainConfig value for every trial, e.g. --set hint_distance=l2_mse (repeatable)",
+    )
+    p.add_argument(
+        "--arm",
+        action="append",
+        default=[],
+        metavar="FACTOR=V1,V2",
+        dest="arm_values",
+        help="arm factor values replacing the preset's, e.g. --arm data_fraction=0.1,1",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a study whose driver died; completed trials are kept",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the resolved arms, search space and budget; run nothing",
+    )
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     return p
 
@@ -96,16 +131,31 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
         raise ConfigError("--space is required (see --list-spaces)")
     get_space(args.space)
     preset, why = resolve_preset(args.preset, args.gpus_per_trial or 0.0)
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else (
-        1.0 if preset == "gpu" else 0.0)
+    gpus = (
+        args.gpus_per_trial
+        if args.gpus_per_trial is not None
+        else (1.0 if preset == "gpu" else 0.0)
+    )
     name = args.study or f"{args.space}-{args.dataset}-{preset}"
     config = StudyConfig(
-        space=args.space, name=name, preset=preset, dataset=args.dataset, data_dir=args.data_dir,
-        storage=args.storage, trials_per_arm=args.trials, epochs=args.epochs,
-        grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor,
-        final_seeds=args.final_seeds, concurrency=args.concurrency,
-        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus, address=args.address,
-        seed=args.seed, retries=args.retries, results_dir=args.results_dir,
+        space=args.space,
+        name=name,
+        preset=preset,
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        storage=args.storage,
+        trials_per_arm=args.trials,
+        epochs=args.epochs,
+        grace_epochs=args.grace_epochs,
+        reduction_factor=args.reduction_factor,
+        final_seeds=args.final_seeds,
+        concurrency=args.concurrency,
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=gpus,
+        address=args.address,
+        seed=args.seed,
+        retries=args.retries,
+        results_dir=args.results_dir,
         overrides=_pairs(args.overrides, "--set", as_list=False),
         arm_values=_pairs(args.arm_values, "--arm", as_list=True),
     )
@@ -133,16 +183,25 @@ def print_plan(config: StudyConfig, out=sys.stdout) -> None:
     print("search (per arm, Optuna TPE):", file=out)
     for d in space.search:
         when = " (conditional)" if d.when else ""
-        rng = (f"[{d.low}, {d.high}]{' log' if d.log else ''}" if hasattr(d, "low")
-               else "{" + ", ".join(map(str, d.choices)) + "}")
+        rng = (
+            f"[{d.low}, {d.high}]{' log' if d.log else ''}"
+            if hasattr(d, "low")
+            else "{" + ", ".join(map(str, d.choices)) + "}"
+        )
         print(f"    {d.name}: {rng}{when}", file=out)
     example = space.trial_config(config.preset, arms[0], {}, config.trainer_base())
-    print(f"model: preset {example.preset}, dim {example.embed_dim}, depth {example.depth}, "
-          f"heads {example.num_heads}, patch {example.patch_size}", file=out)
+    print(
+        f"model: preset {example.preset}, dim {example.embed_dim}, depth {example.depth}, "
+        f"heads {example.num_heads}, patch {example.patch_size}",
+        file=out,
+    )
     total = len(arms) * config.trials_per_arm
-    print(f"budget: {config.trials_per_arm} trials/arm = {total} trials, up to {config.epochs} "
-          f"epochs each; ASHA grace {config.grace_epochs}, rf {config.reduction_factor:g}, "
-          f"rungs {config.rungs()}; final: {config.final_seeds} seed(s) per arm", file=out)
+    print(
+        f"budget: {config.trials_per_arm} trials/arm = {total} trials, up to {config.epochs} "
+        f"epochs each; ASHA grace {config.grace_epochs}, rf {config.reduction_factor:g}, "
+        f"rungs {config.rungs()}; final: {config.final_seeds} seed(s) per arm",
+        file=out,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from study.runner import run_study  # heavy imports (torch, Ray) only when running
 
-    command = " ".join(shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None
-                                                                else argv)])
+    command = " ".join(
+        shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    )
     run_study(config, command=command, resume=args.resume, build_report=not args.no_report)
     return 0
 

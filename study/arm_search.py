@@ -13,8 +13,8 @@ Plain Python: no Ray here. `study.ray_tune` adapts it to Ray's Searcher interfac
 from __future__ import annotations
 
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,7 +217,7 @@ class ArmSearch:
         self.reused += 1
         return True
 
-    # --- telling ------------------------------------------------------------------------------------
+    # --- telling ---------------------------------------------------------------------------------
 
     def on_result(self, number: int, result: dict[str, Any]) -> None:
         spec = self.pending.get(number)

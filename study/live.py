@@ -28,7 +28,9 @@ class LiveView:
         if kind == "start":
             self.running[number] = info
             if not self.tty:
-                self._line(f"trial {number:>4} {info['arm']:<28} {_params(info['params'])}  started")
+                self._line(
+                    f"trial {number:>4} {info['arm']:<28} {_params(info['params'])}  started"
+                )
         elif kind == "epoch":
             self.running.setdefault(number, info).update(info)
         elif kind == "end":
@@ -69,6 +71,7 @@ class LiveView:
 
 
 def _params(params: dict[str, Any]) -> str:
-    text = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                    for k, v in params.items())
+    text = " ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
     return f"{text:<36}"

@@ -1,4 +1,4 @@
-"""`StudyConfig`: one study, fully resolved (space, budget, resources, storage) before anything runs."""
+"""`StudyConfig`: one study, fully resolved (space, budget, resources, storage) up front."""
 
 from __future__ import annotations
 
@@ -62,15 +62,18 @@ class StudyConfig:
         checks = [
             (self.trials_per_arm >= 1, f"--trials must be >= 1, got {self.trials_per_arm}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (1 <= self.grace_epochs <= self.epochs,
-             f"--grace-epochs must be in [1, epochs={self.epochs}], got {self.grace_epochs}"),
-            (self.reduction_factor > 1, f"--reduction-factor must be > 1, got "
-                                        f"{self.reduction_factor}"),
+            (
+                1 <= self.grace_epochs <= self.epochs,
+                f"--grace-epochs must be in [1, epochs={self.epochs}], got {self.grace_epochs}",
+            ),
+            (
+                self.reduction_factor > 1,
+                f"--reduction-factor must be > 1, got {self.reduction_factor}",
+            ),
             (self.final_seeds >= 0, f"--final-seeds must be >= 0, got {self.final_seeds}"),
             (self.concurrency >= 0, f"--concurrency must be >= 0, got {self.concurrency}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
-            (self.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got "
-                                       f"{self.gpus_per_trial}"),
+            (self.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}"),
             (self.retries >= 0, f"--retries must be >= 0, got {self.retries}"),
         ]
         for ok, message in checks:
@@ -135,8 +138,9 @@ class StudyConfig:
         baseline = None
         if space.baseline:
             arms = self.arms()
-            candidates = [a for a in arms if all(a.factors.get(k) == v
-                                                  for k, v in space.baseline.items())]
+            candidates = [
+                a for a in arms if all(a.factors.get(k) == v for k, v in space.baseline.items())
+            ]
             baseline = candidates[0].name if candidates else None
         return {
             **self.to_dict(),

@@ -67,8 +67,12 @@ class PerArmASHA(FIFOScheduler):
         super().__init__()
         self._metric, self._mode = metric, "max"
         self._options = dict(
-            time_attr=time_attr, metric=metric, mode="max", max_t=max_t,
-            grace_period=grace_period, reduction_factor=reduction_factor,
+            time_attr=time_attr,
+            metric=metric,
+            mode="max",
+            max_t=max_t,
+            grace_period=grace_period,
+            reduction_factor=reduction_factor,
         )
         self.arms: dict[str, AsyncHyperBandScheduler] = {}
         self.stopped: dict[str, list[str]] = {}  # arm -> trial ids stopped early, in order
@@ -186,8 +190,13 @@ class StoreCallback(tune.Callback):
 
     def _info(self, trial, **extra) -> dict[str, Any]:
         meta = trial.config["meta"]
-        return {"number": meta["number"], "arm": meta["arm"], "params": meta["params"],
-                "phase": meta["phase"], **extra}
+        return {
+            "number": meta["number"],
+            "arm": meta["arm"],
+            "params": meta["params"],
+            "phase": meta["phase"],
+            **extra,
+        }
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if trial.trial_id in self.rows:  # a retried trial keeps its row
@@ -221,8 +230,9 @@ class StoreCallback(tune.Callback):
         self.pending.setdefault(trial.trial_id, {})[int(metrics["epoch"])] = values
         if time.monotonic() - self.flushed.get(trial.trial_id, 0.0) >= self.FLUSH_SECONDS:
             self._flush(trial.trial_id)
-        self.on_event("epoch", self._info(trial, epoch=int(metrics["epoch"]),
-                                          val_acc=metrics.get("val_acc")))
+        self.on_event(
+            "epoch", self._info(trial, epoch=int(metrics["epoch"]), val_acc=metrics.get("val_acc"))
+        )
 
     FLUSH_SECONDS = 1.0
 
@@ -247,8 +257,12 @@ class StoreCallback(tune.Callback):
             test_acc=final.get("test_acc"),
             test_acc_agent=final.get("test_acc_agent"),
         )
-        self.on_event("end", self._info(trial, status=status, val_acc=metrics.get("val_acc"),
-                                        epoch=metrics.get("epoch")))
+        self.on_event(
+            "end",
+            self._info(
+                trial, status=status, val_acc=metrics.get("val_acc"), epoch=metrics.get("epoch")
+            ),
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._flush(trial.trial_id)
@@ -339,7 +353,9 @@ def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = 
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB per trial
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     kwargs: dict[str, Any] = dict(
-        include_dashboard=False, log_to_driver=not quiet, logging_level=logging.ERROR,
+        include_dashboard=False,
+        log_to_driver=not quiet,
+        logging_level=logging.ERROR,
         configure_logging=True,
     )
     if address:

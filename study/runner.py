@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from study import provenance
@@ -84,8 +84,13 @@ def run_study(
             print(f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out)
         else:
             study = store.create_study(
-                config.name, config.space, config.dataset, config.preset, command,
-                config.report_config(), info,
+                config.name,
+                config.space,
+                config.dataset,
+                config.preset,
+                command,
+                config.report_config(),
+                info,
             )
         search = ArmSearch(config, store, study, storage, code)
         live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
@@ -135,7 +140,10 @@ def _run_phase(ray_tune, config, search, store, study_id, live, data, train_fn, 
         searcher = ray_tune.ArmSearcher(search)
         history = _history(store, config, study_id)
         scheduler = ray_tune.PerArmASHA(
-            search.space.objective, config.epochs, config.grace_epochs, config.reduction_factor,
+            search.space.objective,
+            config.epochs,
+            config.grace_epochs,
+            config.reduction_factor,
             history=history,
         )
         samples = search.remaining()
@@ -172,7 +180,7 @@ def _default_concurrency(ray_tune, config: StudyConfig) -> int:
 
 
 def _history(store: Store, config: StudyConfig, study_id: int) -> dict[str, list[dict[int, float]]]:
-    """Earlier trials' objective per epoch, per arm: a resumed study's ASHA rungs start from them."""
+    """Earlier trials' objective per epoch and arm: a resumed study's ASHA rungs start there."""
     trials = store.trials_frame(config.name)
     if trials.empty:
         return {}
@@ -226,13 +234,17 @@ def _print_summary(summary: StudySummary, config: StudyConfig, out) -> None:
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     print(f"\nstudy '{summary.name}' done in {summary.seconds / 60:.1f} min: {counts}", file=out)
     if summary.best:
-        print("best per arm (search phase: val_acc is optimistic, selected on validation):",
-              file=out)
+        print(
+            "best per arm (search phase: val_acc is optimistic, selected on validation):", file=out
+        )
         width = max(len(a) for a in summary.best)
         for arm, b in sorted(summary.best.items()):
             params = ", ".join(f"{k}={_short(v)}" for k, v in b["params"].items())
-            final = (f"  final test {b['final_test_acc_mean']:.2%} (n={b['final_n']})"
-                     if b["final_test_acc_mean"] is not None else "")
+            final = (
+                f"  final test {b['final_test_acc_mean']:.2%} (n={b['final_n']})"
+                if b["final_test_acc_mean"] is not None
+                else ""
+            )
             print(f"  {arm:<{width}}  val {b['val_acc']:.2%}{final}  [{params}]", file=out)
     print(f"results:   {mask_password(config.storage)} (study '{config.name}')", file=out)
     print(f"dashboard: {dashboard_command(mask_password(config.storage))}", file=out)

@@ -302,9 +302,7 @@ class Store:
         """
         self.record_epochs(trial_id, {epoch: metrics})
 
-    def record_epochs(
-        self, trial_id: int, epochs: Mapping[int, Mapping[str, float]]
-    ) -> None:
+    def record_epochs(self, trial_id: int, epochs: Mapping[int, Mapping[str, float]]) -> None:
         """`record_epoch` for several epochs in one transaction (the driver batches fast trials)."""
         for epoch in epochs:
             if isinstance(epoch, bool) or not isinstance(epoch, int):

@@ -87,12 +87,34 @@ def smoke_study(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("smoke")
     storage = f"sqlite:///{tmp / 's.db'}"
     done = subprocess.run(
-        [sys.executable, str(repo / "run_study.py"), "--space", "data_fraction", "--preset",
-         "smoke", "--study", SMOKE_STUDY_NAME, "--storage", storage, "--results-dir", str(tmp),
-         "--concurrency", "2"],
-        cwd=repo, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            str(repo / "run_study.py"),
+            "--space",
+            "data_fraction",
+            "--preset",
+            "smoke",
+            "--study",
+            SMOKE_STUDY_NAME,
+            "--storage",
+            storage,
+            "--results-dir",
+            str(tmp),
+            "--concurrency",
+            "2",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = Path(done.stdout.split("report:")[1].split()[0]) if "report:" in done.stdout else None
-    return {"storage": storage, "db": tmp / "s.db", "stdout": done.stdout, "report": report,
-            "name": SMOKE_STUDY_NAME, "dir": tmp}
+    return {
+        "storage": storage,
+        "db": tmp / "s.db",
+        "stdout": done.stdout,
+        "report": report,
+        "name": SMOKE_STUDY_NAME,
+        "dir": tmp,
+    }

@@ -57,7 +57,11 @@ def test_per_arm_asha_stops_exactly_the_trials_below_their_own_arms_rung():
 def test_one_global_asha_would_kill_every_low_data_trial():
     """The failure mode per-arm rungs exist to prevent: low arms judged against high arms."""
     scheduler = AsyncHyperBandScheduler(
-        time_attr="epoch", metric="val_acc", mode="max", max_t=MAX_T, grace_period=GRACE,
+        time_attr="epoch",
+        metric="val_acc",
+        mode="max",
+        max_t=MAX_T,
+        grace_period=GRACE,
         reduction_factor=RF,
     )
     assert _drive(scheduler) == {"l1": 1, "l2": 1, "l3": 1}

@@ -33,9 +33,17 @@ PY = sys.executable
 
 def _config(tmp_path: Path, name: str = "s", **changes) -> StudyConfig:
     values = dict(
-        space="data_fraction", name=name, preset="smoke", storage=f"sqlite:///{tmp_path}/s.db",
-        results_dir=str(tmp_path), trials_per_arm=3, epochs=4, grace_epochs=1,
-        reduction_factor=2.0, final_seeds=0, concurrency=2,
+        space="data_fraction",
+        name=name,
+        preset="smoke",
+        storage=f"sqlite:///{tmp_path}/s.db",
+        results_dir=str(tmp_path),
+        trials_per_arm=3,
+        epochs=4,
+        grace_epochs=1,
+        reduction_factor=2.0,
+        final_seeds=0,
+        concurrency=2,
         arm_values={"mode": ["vit", "shared"], "data_fraction": [0.1, 1.0]},
     )
     values.update(changes)
@@ -44,8 +52,9 @@ def _config(tmp_path: Path, name: str = "s", **changes) -> StudyConfig:
 
 def _run(config: StudyConfig, train_fn=curve_trainer, **kw):
     out = io.StringIO()
-    summary = run_study(config, command="test", train_fn=train_fn, out=out,
-                        build_report=False, **kw)
+    summary = run_study(
+        config, command="test", train_fn=train_fn, out=out, build_report=False, **kw
+    )
     return summary, out.getvalue()
 
 
@@ -57,8 +66,9 @@ def _rows(db: Path, query: str) -> list[tuple]:
 def _optuna_trials(config: StudyConfig) -> dict[str, list[optuna.trial.FrozenTrial]]:
     storage = optuna.storages.RDBStorage(config.storage)
     return {
-        arm.name: optuna.load_study(study_name=config.optuna_study_name(arm),
-                                    storage=storage).trials
+        arm.name: optuna.load_study(
+            study_name=config.optuna_study_name(arm), storage=storage
+        ).trials
         for arm in config.arms()
     }
 
@@ -67,8 +77,11 @@ def test_budget_pruning_and_optuna_states_per_arm(tmp_path):
     config = _config(tmp_path)
     summary, output = _run(config)
     db = tmp_path / "s.db"
-    trials = _rows(db, "select arm, status, epochs_run, optuna_trial_id, id, final_val_acc "
-                       "from bootstudy_trials order by number")
+    trials = _rows(
+        db,
+        "select arm, status, epochs_run, optuna_trial_id, id, final_val_acc "
+        "from bootstudy_trials order by number",
+    )
     # Every arm gets exactly its share of the budget, whatever its accuracy.
     arms = sorted({t[0] for t in trials})
     assert len(arms) == 4
@@ -86,10 +99,16 @@ def test_budget_pruning_and_optuna_states_per_arm(tmp_path):
         for ft in frozen:
             arm_name, status, epochs_run, _, trial_id, final = by_id[ft._trial_id]
             assert arm_name == arm
-            assert ft.state == {"COMPLETE": TrialState.COMPLETE,
-                                "PRUNED": TrialState.PRUNED}[status]
-            stored = dict(_rows(db, f"select epoch, value from bootstudy_trial_metrics "
-                                    f"where trial_id = {trial_id} and name = 'val_acc'"))
+            assert (
+                ft.state == {"COMPLETE": TrialState.COMPLETE, "PRUNED": TrialState.PRUNED}[status]
+            )
+            stored = dict(
+                _rows(
+                    db,
+                    f"select epoch, value from bootstudy_trial_metrics "
+                    f"where trial_id = {trial_id} and name = 'val_acc'",
+                )
+            )
             assert ft.intermediate_values == stored
             assert len(stored) == epochs_run
             if status == "COMPLETE":
@@ -98,8 +117,9 @@ def test_budget_pruning_and_optuna_states_per_arm(tmp_path):
 
 
 def test_failing_trial_is_recorded_with_traceback_and_the_study_goes_on(tmp_path):
-    config = _config(tmp_path, trials_per_arm=2, arm_values={"mode": ["vit", "shared"],
-                                                             "data_fraction": [0.1]})
+    config = _config(
+        tmp_path, trials_per_arm=2, arm_values={"mode": ["vit", "shared"], "data_fraction": [0.1]}
+    )
     summary, output = _run(config, train_fn=failing_shared_trainer)
     db = tmp_path / "s.db"
     rows = _rows(db, "select arm, status, error, epochs_run from bootstudy_trials")
@@ -124,11 +144,14 @@ def test_an_identical_second_study_reuses_every_completed_trial(tmp_path):
     summary, _ = _run(second)
     assert summary.counts == {"REUSED": 8}
     db = tmp_path / "s.db"
-    pairs = _rows(db, """
+    pairs = _rows(
+        db,
+        """
         select r.config_hash = o.config_hash, r.final_val_acc = o.final_val_acc,
                (select count(*) from bootstudy_trial_metrics m where m.trial_id = r.id),
                (select count(*) from bootstudy_trial_metrics m where m.trial_id = o.id)
-        from bootstudy_trials r join bootstudy_trials o on r.reused_from = o.id""")
+        from bootstudy_trials r join bootstudy_trials o on r.reused_from = o.id""",
+    )
     assert len(pairs) == 8
     assert all(p[0] == 1 and p[1] == 1 and p[2] == p[3] > 0 for p in pairs)
     # Optuna sees the reused trials as COMPLETE with the original's values and curve.
@@ -138,12 +161,19 @@ def test_an_identical_second_study_reuses_every_completed_trial(tmp_path):
 
 
 def test_final_phase_reruns_each_arms_best_config_on_new_seeds(tmp_path):
-    config = _config(tmp_path, trials_per_arm=2, final_seeds=2,
-                     arm_values={"mode": ["vit"], "data_fraction": [0.1, 1.0]})
+    config = _config(
+        tmp_path,
+        trials_per_arm=2,
+        final_seeds=2,
+        arm_values={"mode": ["vit"], "data_fraction": [0.1, 1.0]},
+    )
     summary, _ = _run(config)
     db = tmp_path / "s.db"
-    finals = _rows(db, "select arm, seed, status, params_json, test_acc from bootstudy_trials "
-                       "where phase = 'final' order by arm, seed")
+    finals = _rows(
+        db,
+        "select arm, seed, status, params_json, test_acc from bootstudy_trials "
+        "where phase = 'final' order by arm, seed",
+    )
     assert [(f[0], f[1], f[2]) for f in finals] == [
         ("mode=vit,data_fraction=0.1", 1000, "COMPLETE"),
         ("mode=vit,data_fraction=0.1", 1001, "COMPLETE"),
@@ -153,8 +183,15 @@ def test_final_phase_reruns_each_arms_best_config_on_new_seeds(tmp_path):
     for arm, best in summary.best.items():
         params = {json.dumps(json.loads(f[3]), sort_keys=True) for f in finals if f[0] == arm}
         assert params == {json.dumps(best["params"], sort_keys=True)}
-        expected = curve_value(TrainConfig(mode="vit", lr=best["params"]["lr"],
-                                           data_fraction=float(arm.split("=")[-1])), 4) - 0.01
+        expected = (
+            curve_value(
+                TrainConfig(
+                    mode="vit", lr=best["params"]["lr"], data_fraction=float(arm.split("=")[-1])
+                ),
+                4,
+            )
+            - 0.01
+        )
         assert best["final_test_acc_mean"] == pytest.approx(expected)
 
 
@@ -174,9 +211,13 @@ KILLABLE_DRIVER = textwrap.dedent("""
 
 def test_resume_after_sigkill_keeps_completed_trials_and_fails_stale_ones(tmp_path):
     db = tmp_path / "s.db"
-    driver = subprocess.Popen([PY, "-c", KILLABLE_DRIVER, str(tmp_path), "new"], cwd=REPO,
-                              start_new_session=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [PY, "-c", KILLABLE_DRIVER, str(tmp_path), "new"],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # kill once some trials finished and others run
@@ -195,31 +236,49 @@ def test_resume_after_sigkill_keeps_completed_trials_and_fails_stale_ones(tmp_pa
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the Ray it started
         driver.wait()
-    before = _rows(db, "select id, status, final_val_acc from bootstudy_trials "
-                       "where status = 'COMPLETE' order by id")
+    before = _rows(
+        db,
+        "select id, status, final_val_acc from bootstudy_trials "
+        "where status = 'COMPLETE' order by id",
+    )
     stale_ids = [r[0] for r in _rows(db, "select id from bootstudy_trials where status='RUNNING'")]
     assert stale_ids
 
-    resumed = subprocess.run([PY, "-c", KILLABLE_DRIVER, str(tmp_path), "resume"], cwd=REPO,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [PY, "-c", KILLABLE_DRIVER, str(tmp_path), "resume"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = _rows(db, "select id, status, final_val_acc from bootstudy_trials order by id")
     # Completed trials are neither lost nor re-run; stale ones are FAILED (stale) and re-run.
     assert [r for r in after if r[0] in {b[0] for b in before}] == before
     stale = [r for r in after if r[0] in stale_ids]
     assert all(r[1] == "FAILED" for r in stale)
-    errors = _rows(db, f"select error from bootstudy_trials where id in "
-                       f"({','.join(map(str, stale_ids))})")
+    errors = _rows(
+        db, f"select error from bootstudy_trials where id in ({','.join(map(str, stale_ids))})"
+    )
     assert all(e[0].startswith("stale") for e in errors)
-    per_arm = _rows(db, "select arm, count(*) from bootstudy_trials where status = 'COMPLETE' "
-                        "group by arm")
+    per_arm = _rows(
+        db, "select arm, count(*) from bootstudy_trials where status = 'COMPLETE' group by arm"
+    )
     assert sorted(n for _, n in per_arm) == [4, 4]  # the full budget, exactly once
-    duplicates = _rows(db, "select trial_id, epoch, name, count(*) from bootstudy_trial_metrics "
-                           "group by trial_id, epoch, name having count(*) > 1")
+    duplicates = _rows(
+        db,
+        "select trial_id, epoch, name, count(*) from bootstudy_trial_metrics "
+        "group by trial_id, epoch, name having count(*) > 1",
+    )
     assert duplicates == []
     assert _rows(db, "select status from bootstudy_studies") == [("FINISHED",)]
-    config = StudyConfig(space="optimizer", name="k", preset="smoke",
-                         storage=f"sqlite:///{db}", results_dir=str(tmp_path))
+    config = StudyConfig(
+        space="optimizer",
+        name="k",
+        preset="smoke",
+        storage=f"sqlite:///{db}",
+        results_dir=str(tmp_path),
+    )
     states = [ft.state for arm in _optuna_trials(config).values() for ft in arm]
     assert states.count(TrialState.COMPLETE) == 8
     assert states.count(TrialState.FAIL) == len(stale_ids)
@@ -227,17 +286,27 @@ def test_resume_after_sigkill_keeps_completed_trials_and_fails_stale_ones(tmp_pa
 
 
 def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, str(REPO / "run_study.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [PY, str(REPO / "run_study.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--space", "nope"], "unknown search space 'nope'"),
-        (["--space", "data_fraction", "--storage", "foo://x"], "unsupported database URL 'foo://x'"),
-        (["--space", "data_fraction", "--arm", "data_fraction=0,0.1"],
-         "data_fraction must be in (0, 1]"),
+        (
+            ["--space", "data_fraction", "--storage", "foo://x"],
+            "unsupported database URL 'foo://x'",
+        ),
+        (
+            ["--space", "data_fraction", "--arm", "data_fraction=0,0.1"],
+            "data_fraction must be in (0, 1]",
+        ),
         (["--space", "data_fraction", "--bogus"], "unrecognized arguments: --bogus"),
         (["--space", "data_fraction", "--storage", "sqlite:////proc/nope/s.db"], "/proc/nope"),
         (["--space", "data_fraction", "--results-dir", "/proc/nope"], "cannot write results"),
@@ -269,8 +338,17 @@ def test_smoke_study_through_the_command_line(smoke_study):
     assert len(trials) == 8 and set(trials["status"]) <= {"COMPLETE", "PRUNED"}
     assert (trials["status"] == "COMPLETE").sum() >= 4  # each arm's first trial can't be cut
     names = set(metrics["name"])
-    assert {"val_acc", "val_acc_agent", "train_loss", "lr", "hint_weight", "epoch_seconds",
-            "images_per_second", "loss_cls_vit", "loss_hint"} <= names
+    assert {
+        "val_acc",
+        "val_acc_agent",
+        "train_loss",
+        "lr",
+        "hint_weight",
+        "epoch_seconds",
+        "images_per_second",
+        "loss_cls_vit",
+        "loss_hint",
+    } <= names
     complete = trials[trials["status"] == "COMPLETE"]
     assert complete["test_acc"].notna().all() and (complete["test_acc"] > 0.1).all()
     assert (complete["trial_seconds"] > 0).all()
@@ -280,7 +358,8 @@ def test_smoke_study_through_the_command_line(smoke_study):
     for row in trials.itertuples():
         frozen = storage.get_trial(int(row.optuna_trial_id))
         stored = val[val["trial_id"] == row.id]
-        assert frozen.intermediate_values == dict(zip(stored["epoch"], stored["value"]))
+        curve = dict(zip(stored["epoch"], stored["value"], strict=True))
+        assert frozen.intermediate_values == curve
         assert frozen.state.name == row.status
     study = store.get_study(name)
     assert study.status == "FINISHED" and study.code_version and study.hardware

@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by every bootstudy command: bad input is one line and exit code 2."""
+"""Command-line plumbing shared by every bootstudy command: bad input is one line, exit code 2."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class ArgParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
-    """Run `main`, turning user errors into one line on stderr and exit code 2; bugs keep tracebacks."""
+    """Run `main`: user errors become one line on stderr and exit code 2; bugs keep tracebacks."""
     try:
         code = main(argv)
     except BootstudyError as err:

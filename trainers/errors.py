@@ -1,7 +1,7 @@
 """Errors a user can cause, kept apart from bugs.
 
-Every command line in bootstudy catches `BootstudyError` and prints its message as one line with exit
-code 2; anything else is a bug and keeps its traceback.
+Every command line in bootstudy catches `BootstudyError` and prints its message as one line with
+exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
