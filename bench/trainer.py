@@ -69,16 +69,21 @@ class _Bench:
 
 def _interleaved_medians(
     steps: dict[str, Callable[[], object]], timed: int, warmup: int
-) -> dict[str, float]:
-    """Median seconds of each callable, calling them in turn `warmup + timed` times."""
-    times: dict[str, list[float]] = {name: [] for name in steps}
+) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each callable, calling them in turn `warmup + timed` times."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
     for i in range(warmup + timed):
         for name, step in steps.items():
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             step()
             if i >= warmup:
-                times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) for name, t in times.items()}
+                times[name].append(
+                    (time.perf_counter() - started, time.process_time() - started_cpu)
+                )
+    return {
+        name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+        for name, t in times.items()
+    }
 
 
 class _Batches:
@@ -225,18 +230,28 @@ def bench_pipelines(preset: str, timed: int, warmup: int) -> dict[str, float]:
         bench.step(*next(loader_w2))
 
     results.update(_interleaved_medians({"torchvision_w2": torchvision_w2}, timed, warmup))
-    base = results["preloaded_float"]
+    base, base_cpu = results["preloaded_float"]
     print(f"\n{preset}, shared mode: {data.what}, batch {BATCH}, pad {data.pad} + flip")
-    print(f"  {'pipeline':<18}{'ms/step':>10}{'x float':>9}")
-    for name, seconds in results.items():
-        print(f"  {name:<18}{seconds * 1e3:>10.1f}{seconds / base:>9.3f}")
-    return results
+    print(f"  {'pipeline':<18}{'ms/step':>10}{'x float':>9}{'cpu ms':>10}{'x float':>9}")
+    for name, (seconds, cpu_seconds) in results.items():
+        print(
+            f"  {name:<18}{seconds * 1e3:>10.1f}{seconds / base:>9.3f}"
+            f"{cpu_seconds * 1e3:>10.1f}{cpu_seconds / base_cpu:>9.3f}"
+        )
+    print("  (cpu ms: this process only; the w2 workers' CPU time is not in it)")
+    return {name: wall for name, (wall, _) in results.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few steps: a rough look in ~2 min")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="default: all cores")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch threads (default: all cores). On a machine busy with other jobs use 1: "
+        "OpenMP threads spin-waiting on a descheduled peer can make a step 30x slower",
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps (tiny preset)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
