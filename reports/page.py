@@ -287,6 +287,8 @@ def _main_view(s: _Study, fig) -> Section:
     label = _source_label(set(s.sources.values()))
     if df.empty:
         return Section("main", "2. Main view", "No arm has a finished trial yet.", "")
+    # The factor is TrainConfig's `data_fraction`; plots and captions call it `fraction`.
+    df = df.rename(columns={"data_fraction": "fraction"})
     if s.record.space == "data_fraction" and {"mode", "fraction"} <= set(df.columns):
         df["fraction"] = df["fraction"].astype(float)
         y = "test accuracy (%)" if label.startswith("test accuracy of") else "accuracy (%)"

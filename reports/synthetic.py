@@ -38,7 +38,7 @@ __all__ = ["SPACES", "arm_name", "make_synthetic_study", "write_study"]
 # Each space: the factors that make an arm and the distributions TPE searches inside each arm.
 SPACES: dict[str, dict[str, Any]] = {
     "data_fraction": {
-        "factors": {"mode": ["vit", "agent", "shared", "joint"], "fraction": [0.1, 0.25, 1.0]},
+        "factors": {"mode": ["vit", "agent", "shared", "joint"], "data_fraction": [0.1, 0.25, 1.0]},
         "params": {
             "lr": FloatDistribution(1e-4, 3e-3, log=True),
             "weight_decay": FloatDistribution(1e-3, 0.3, log=True),
@@ -82,7 +82,7 @@ _STUDY_START = dt.datetime(2025, 1, 1)
 
 
 def arm_name(factors: dict[str, Any]) -> str:
-    """`{"mode": "shared", "fraction": 0.1}` -> `"mode=shared,fraction=0.1"`."""
+    """`{"mode": "shared", "data_fraction": 0.1}` -> `"mode=shared,data_fraction=0.1"`."""
     return ",".join(f"{k}={v}" for k, v in factors.items())
 
 
@@ -346,7 +346,7 @@ def make_synthetic_study(
         a = i % len(arms)
         factors = arms[a]
         mode = factors.get("mode", "shared")
-        fraction = float(factors.get("fraction", 1.0))
+        fraction = float(factors.get("data_fraction", 1.0))
         params, penalty = _sample_params(rng, spec["params"])
         quality = 0.62 + 0.28 * fraction**0.35 + _MODE_GAIN[mode] * (2 - fraction) - penalty
         quality = float(np.clip(quality + rng.normal(0, 0.01), 0.05, 0.99))

@@ -99,7 +99,7 @@ SHARED_TEST = {1: 0.78, 2: 0.80, 3: 0.81}  # mean 79.67, std 1.53: 7.7 points ah
 def _trial(mode, phase, status, seed, params, acc, epochs, test=None):
     curve = np.linspace(acc / 2, acc, epochs)
     return {
-        "arm_json": {"mode": mode, "fraction": 0.1}, "phase": phase, "status": status,
+        "arm_json": {"mode": mode, "data_fraction": 0.1}, "phase": phase, "status": status,
         "params": params, "seed": seed, "epochs_run": epochs, "best_val_acc": float(curve.max()),
         "final_val_acc": float(curve[-1]), "test_acc": test, "trial_seconds": 360.0 * epochs,
         "curves": {"val_acc": curve, **({"val_acc_agent": curve + 0.01} if mode != "vit" else {})},
@@ -121,7 +121,7 @@ def _hand_study(url: str, name: str) -> None:
     write_study(
         url, name, trials, space="data_fraction",
         config={"epochs": 9, "grace_epochs": 1, "reduction_factor": 3,
-                "arm_factors": ["mode", "fraction"]},
+                "arm_factors": ["mode", "data_fraction"]},
         distributions={"lr": FloatDistribution(1e-4, 1e-2, log=True),
                        "tag": CategoricalDistribution([XSS, "plain"])},
         provenance={"code_version": "abc1234", "hardware": {"cpu": "test"},
@@ -164,13 +164,15 @@ def test_captions_state_the_numbers(hand_report):
     p = sps.ttest_rel(list(SHARED_TEST.values()), list(VIT_TEST.values())).pvalue
     assert _caption(page, "tables") == (
         "1 of 1 tested comparisons differ from their baseline at p < 0.05 after Holm; largest "
-        f"gain: mode=shared,fraction=0.1 over mode=vit,fraction=0.1, +7.7 points (p = {p:.2g})."
+        "gain: mode=shared,data_fraction=0.1 over mode=vit,data_fraction=0.1, "
+        f"+7.7 points (p = {p:.2g})."
     )
     # per arm 9+9+1 search + 3x9 final epochs: 92 epochs * 360 s = 9.2 h; the search trained
     # 9+9+1 of 27 epochs per arm, so ASHA saved 8/27 = 30%
     assert _caption(page, "summary").startswith(
         "12 trials (10 complete, 2 pruned) took 9.2 trial-hours; ASHA saved 30% of the search's "
-        "epochs (38 of 54 epochs trained); best arm mode=shared,fraction=0.1 at 79.7% (test, n=3)"
+        "epochs (38 of 54 epochs trained); best arm mode=shared,data_fraction=0.1 at 79.7% "
+        "(test, n=3)"
     )
     assert _caption(page, "curves").startswith(
         "12 of 12 trials drawn; 2 pruned trials stopped: 2 at epoch 1"
@@ -189,10 +191,11 @@ def test_study_strings_are_escaped(hand_report):
 def test_markdown_and_latex_tables_beside_the_html(hand_report):
     out = hand_report[1]
     md, tex = out.with_suffix(".md").read_text(), out.with_suffix(".tex").read_text()
-    assert "| mode=vit,fraction=0.1 | test | 3 | 72.0 ± 2.0 | [67.0, 77.0] | (baseline) |" in md
-    assert "| mode=shared,fraction=0.1 | test | 3 | 79.7 ± 1.5 |" in md
+    baseline = "| mode=vit,data_fraction=0.1 | test | 3 | 72.0 ± 2.0 | [67.0, 77.0] | (baseline) |"
+    assert baseline in md
+    assert "| mode=shared,data_fraction=0.1 | test | 3 | 79.7 ± 1.5 |" in md
     assert "| +7.7 |" in md and "paired t (seeds)" in md
-    assert r"mode=shared,fraction=0.1 & test & 3 & 79.7 $\pm$ 1.5" in tex
+    assert r"mode=shared,data\_fraction=0.1 & test & 3 & 79.7 $\pm$ 1.5" in tex
     assert r"\begin{tabular}" in tex and r"\toprule" in tex and "&lt;" not in tex
     assert r"hand\textless{}script\textgreater{}" in tex
 
