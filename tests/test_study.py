@@ -364,3 +364,22 @@ def test_smoke_study_through_the_command_line(smoke_study):
     study = store.get_study(name)
     assert study.status == "FINISHED" and study.code_version and study.hardware
     assert smoke_study["report"].exists() and smoke_study["report"].stat().st_size > 100_000
+
+
+def test_a_study_runs_the_same_on_every_backend(storage_url, tmp_path):
+    """SQLite and PostgreSQL alike: our rows and Optuna's per-arm studies agree."""
+    config = _config(
+        tmp_path,
+        storage=storage_url,
+        trials_per_arm=2,
+        arm_values={"mode": ["vit", "shared"], "data_fraction": [0.1]},
+    )
+    summary, _ = _run(config)
+    trials = Store.open(storage_url).trials_frame("s")
+    assert len(trials) == 4 and set(trials["status"]) <= {"COMPLETE", "PRUNED"}
+    assert sum(summary.counts.values()) == 4
+    for arm, frozen in _optuna_trials(config).items():
+        ours = trials[trials["arm"] == arm].set_index("optuna_trial_id")
+        assert sorted(ours.index) == sorted(ft._trial_id for ft in frozen)
+        for ft in frozen:
+            assert ft.state.name == ours.loc[ft._trial_id, "status"]

@@ -187,6 +187,8 @@ class _Run:
             else contextlib.nullcontext()
         )
         self.forward = _forward_fn(cfg, networks)
+        if cfg.compile:  # one graph for both networks' forward; the first steps pay to compile
+            self.forward = torch.compile(self.forward)
 
     def state(self, epoch: int, best_val: float) -> dict[str, Any]:
         """A snapshot: state_dict()s alias the live weights and Adam moments, so without the
