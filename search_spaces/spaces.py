@@ -18,6 +18,50 @@ JOINT_WEIGHTS = {"cls_vit": 1.0, "cls_agent": 1.0, "kd_vit": 1.0, "kd_agent": 1.
 CPU_EVAL = {"max_eval_images": 2000}
 
 
+def budgets(
+    trials: tuple[int, int, int],
+    *,
+    final_seeds: tuple[int, int] = (0, 3),
+    data_fraction: float | None = None,
+    smoke_arms: dict | None = None,
+    cpu_arms: dict | None = None,
+) -> dict[str, Budget]:
+    """The three presets' budgets; a space states only its trial counts and what it restricts.
+
+    trials: trials per arm for (smoke, cpu, gpu); final_seeds: for (cpu, gpu); data_fraction: the
+    fraction every trial trains on when it is not an arm factor (gpu: 2x the CPU presets').
+    """
+    fraction = {"data_fraction": data_fraction} if data_fraction is not None else {}
+    smoke_fraction = {"data_fraction": 0.02} if data_fraction is not None else {}
+    gpu_fraction = {"data_fraction": min(1.0, 2 * data_fraction)} if data_fraction else {}
+    return {
+        "smoke": Budget(
+            trials_per_arm=trials[0],
+            epochs=2,
+            grace_epochs=1,
+            arms=smoke_arms or {},
+            overrides={**smoke_fraction, "max_eval_images": 1000},
+        ),
+        "cpu": Budget(
+            trials_per_arm=trials[1],
+            epochs=6,
+            grace_epochs=2,
+            final_seeds=final_seeds[0],
+            arms=cpu_arms or {},
+            overrides={**fraction, **CPU_EVAL},
+        ),
+        "gpu": Budget(
+            trials_per_arm=trials[2],
+            epochs=100,
+            grace_epochs=10,
+            reduction_factor=3,
+            final_seeds=final_seeds[1],
+            model_preset="vit_s",
+            overrides=gpu_fraction,
+        ),
+    }
+
+
 def per_mode_weights(factors: dict[str, Any]) -> dict[str, Any]:
     return dict(JOINT_WEIGHTS) if factors.get("mode") == "joint" else {}
 
@@ -38,31 +82,12 @@ def data_fraction() -> SearchSpace:
         search=(LR, WEIGHT_DECAY),
         arm_overrides=per_mode_weights,
         baseline={"mode": "vit"},
-        budgets={
-            "smoke": Budget(
-                trials_per_arm=2,
-                epochs=2,
-                grace_epochs=1,
-                arms={"data_fraction": (0.02,)},
-                overrides={"max_eval_images": 1000},
-            ),
-            "cpu": Budget(
-                trials_per_arm=3,
-                epochs=6,
-                grace_epochs=2,
-                final_seeds=2,
-                arms={"data_fraction": (0.01, 0.05)},
-                overrides=CPU_EVAL,
-            ),
-            "gpu": Budget(
-                trials_per_arm=8,
-                epochs=100,
-                grace_epochs=10,
-                reduction_factor=3,
-                final_seeds=3,
-                model_preset="vit_s",
-            ),
-        },
+        budgets=budgets(
+            (2, 3, 8),
+            final_seeds=(2, 3),
+            smoke_arms={"data_fraction": (0.02,)},
+            cpu_arms={"data_fraction": (0.01, 0.05)},
+        ),
     )
 
 
@@ -91,28 +116,7 @@ def loss_weights() -> SearchSpace:
             ),
             Categorical("grad_align", ("none", "pcgrad")),
         ),
-        budgets={
-            "smoke": Budget(
-                trials_per_arm=4,
-                epochs=2,
-                grace_epochs=1,
-                overrides={"data_fraction": 0.02, "max_eval_images": 1000},
-            ),
-            "cpu": Budget(
-                trials_per_arm=16,
-                epochs=6,
-                grace_epochs=2,
-                overrides={"data_fraction": 0.05, **CPU_EVAL},
-            ),
-            "gpu": Budget(
-                trials_per_arm=64,
-                epochs=100,
-                grace_epochs=10,
-                reduction_factor=3,
-                model_preset="vit_s",
-                overrides={"data_fraction": 0.1},
-            ),
-        },
+        budgets=budgets((4, 16, 64), data_fraction=0.05),
     )
 
 
@@ -130,31 +134,13 @@ def agent_design() -> SearchSpace:
         search=(LR, WEIGHT_DECAY, Float("hint", 1.0, 20.0, log=True)),
         fixed={"mode": "shared"},
         baseline={"agent_design": "base", "agent_stem": "vit_like"},
-        budgets={
-            "smoke": Budget(
-                trials_per_arm=1,
-                epochs=2,
-                grace_epochs=1,
-                arms={"agent_norm": ("pre",), "resample": ("avgpool1d",)},
-                overrides={"data_fraction": 0.02, "max_eval_images": 1000},
-            ),
-            "cpu": Budget(
-                trials_per_arm=3,
-                epochs=6,
-                grace_epochs=2,
-                arms={"agent_norm": ("pre",)},
-                overrides={"data_fraction": 0.05, **CPU_EVAL},
-            ),
-            "gpu": Budget(
-                trials_per_arm=8,
-                epochs=100,
-                grace_epochs=10,
-                reduction_factor=3,
-                final_seeds=3,
-                model_preset="vit_s",
-                overrides={"data_fraction": 0.1},
-            ),
-        },
+        budgets=budgets(
+            (1, 3, 8),
+            final_seeds=(0, 3),
+            data_fraction=0.05,
+            smoke_arms={"agent_norm": ("pre",), "resample": ("avgpool1d",)},
+            cpu_arms={"agent_norm": ("pre",)},
+        ),
     )
 
 
@@ -173,27 +159,5 @@ def optimizer() -> SearchSpace:
             Categorical("clip_grad", (0.0, 1.0, 5.0)),
         ),
         baseline={"mode": "vit"},
-        budgets={
-            "smoke": Budget(
-                trials_per_arm=2,
-                epochs=2,
-                grace_epochs=1,
-                overrides={"data_fraction": 0.02, "max_eval_images": 1000},
-            ),
-            "cpu": Budget(
-                trials_per_arm=8,
-                epochs=6,
-                grace_epochs=2,
-                overrides={"data_fraction": 0.05, **CPU_EVAL},
-            ),
-            "gpu": Budget(
-                trials_per_arm=32,
-                epochs=100,
-                grace_epochs=10,
-                reduction_factor=3,
-                final_seeds=3,
-                model_preset="vit_s",
-                overrides={"data_fraction": 0.1},
-            ),
-        },
+        budgets=budgets((2, 8, 32), data_fraction=0.05),
     )

@@ -166,6 +166,14 @@ class TrainConfig:
         for name in weights:
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(
+                f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}"
+            )
+        if self.img_size is not None and self.img_size % self.patch_size:
+            raise ConfigError(
+                f"patch_size {self.patch_size} does not divide img_size {self.img_size}"
+            )
         if self.hint_layers is not None:
             bad = [i for i in self.hint_layers if not 0 <= i < self.depth]
             if bad or not self.hint_layers:
