@@ -312,7 +312,8 @@ class Store:
             for epoch, metrics in epochs.items()
             for name, value in metrics.items()
         ]
-        what = f"record epoch(s) {', '.join(map(str, epochs))} of trial {trial_id}"
+        numbers = ", ".join(map(str, epochs))
+        what = f"record epoch{'s' if len(epochs) > 1 else ''} {numbers} of trial {trial_id}"
         with self._writing(what) as session:
             if rows:
                 insert = self._dialect_insert(_metrics).values(rows)
@@ -336,7 +337,7 @@ class Store:
                 )
             ).rowcount
             if updated == 0:
-                raise StorageError(f"could not record {what}: no trial with id {trial_id}")
+                raise StorageError(f"could not {what}: no trial with id {trial_id}")
 
     def finish_trial(
         self,
