@@ -383,3 +383,9 @@ def test_a_study_runs_the_same_on_every_backend(storage_url, tmp_path):
         assert sorted(ours.index) == sorted(ft._trial_id for ft in frozen)
         for ft in frozen:
             assert ft.state.name == ours.loc[ft._trial_id, "status"]
+    # The report reads the same tables with the same SQL on both backends.
+    from reports import build_report
+
+    page = build_report("s", storage_url, tmp_path / "r.html").read_text()
+    assert "mode=shared,data_fraction=0.1" in page and "5. Results against the baseline" in page
+    assert page.count('class="plotly-graph-div"') >= 6
