@@ -18,6 +18,7 @@ from typing import Any
 
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
+from trainers.registry import Registry
 
 __all__ = [
     "SearchSpace",
@@ -189,23 +190,19 @@ class SearchSpace:
         return None if other == arm else other
 
 
-SPACES: dict[str, SearchSpace] = {}
+SPACES: Registry[SearchSpace] = Registry("search space")
 
 
 def register_space(builder: Callable[[], SearchSpace]) -> Callable[[], SearchSpace]:
     """Register the space a builder returns under its name; a duplicate name is an error."""
     space = builder()
-    if space.name in SPACES:
-        raise ValueError(f"search space '{space.name}' is already registered")
-    SPACES[space.name] = space
+    SPACES.add(space.name, space)
     return builder
 
 
 def get_space(name: str) -> SearchSpace:
-    if name not in SPACES:
-        raise ConfigError(f"unknown search space '{name}'; choose from: {', '.join(list_spaces())}")
-    return SPACES[name]
+    return SPACES.lookup(name)
 
 
 def list_spaces() -> list[str]:
-    return sorted(SPACES)
+    return SPACES.names()

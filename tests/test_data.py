@@ -95,7 +95,7 @@ def test_fashion_mnist_is_cached_and_fast(fmnist):
 
 def test_registry_lists_every_dataset_and_refuses_duplicates():
     assert list_datasets() == ["cifar10", "cifar100", "fashion_mnist", "image_folder", "svhn"]
-    with pytest.raises(ValueError, match="registered twice"):
+    with pytest.raises(ValueError, match="dataset .cifar10. is already registered"):
         register_dataset("cifar10")(lambda data_dir, image_size: None)
     assert len(DATASETS) == 5
 

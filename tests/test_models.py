@@ -302,7 +302,7 @@ def test_config_errors():
         shared(vit, design="res_like")
     vit = tiny_vit()
     for option, value in (("design", "nope"), ("stem", "nope"), ("norm", "sandwich")):
-        with pytest.raises(ConfigError, match=f"unknown {option}"):
+        with pytest.raises(ConfigError, match=f"unknown (agent )?{option} '?{value}"):
             shared(vit, **{option: value})
     with pytest.raises(ConfigError, match="does not divide"):
         build_agent(

@@ -328,7 +328,7 @@ QUICK = ["--epochs", "1", "--fraction", "0.005", "--max-eval-images", "100"]
 BAD_INPUT = {  # case: (arguments after QUICK, which win; what the one line says)
     "unknown dataset": (["--dataset", "nope"], "unknown dataset 'nope'"),
     "unknown mode": (["--mode", "nope"], "mode: expected one of 'vit'"),
-    "unknown agent design": (["--agent-design", "nope"], "unknown design 'nope'"),
+    "unknown agent design": (["--agent-design", "nope"], "unknown agent design 'nope'"),
     "fraction 0": (["--fraction", "0"], "data_fraction must be in (0, 1], got 0.0"),
     "fraction 1.5": (["--fraction", "1.5"], "data_fraction must be in (0, 1], got 1.5"),
     "patch not dividing": (["--patch-size", "5"], "patch_size 5 does not divide img_size 28"),

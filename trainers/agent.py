@@ -43,6 +43,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from trainers.errors import ConfigError
+from trainers.registry import Registry
 
 __all__ = [
     "AGENT_DESIGNS",
@@ -93,7 +94,7 @@ class AgentDesign:
         return blocks
 
 
-AGENT_DESIGNS: dict[str, AgentDesign] = {}
+AGENT_DESIGNS: Registry[AgentDesign] = Registry("agent design")
 
 
 def register_agent_design(design: AgentDesign | str):
@@ -107,9 +108,7 @@ def register_agent_design(design: AgentDesign | str):
     """
 
     def add(entry: AgentDesign) -> None:
-        if entry.name in AGENT_DESIGNS:
-            raise ValueError(f"agent design {entry.name!r} is already registered")
-        AGENT_DESIGNS[entry.name] = entry
+        AGENT_DESIGNS.add(entry.name, entry)
 
     if isinstance(design, AgentDesign):
         add(design)
@@ -331,8 +330,7 @@ class AgentCNN(nn.Module):
         norm: str,
     ):
         super().__init__()
-        if design not in AGENT_DESIGNS:
-            raise ConfigError(f"agent: unknown design {design!r} (known: {sorted(AGENT_DESIGNS)})")
+        chosen = AGENT_DESIGNS.lookup(design)  # unknown: one line naming the choices
         if stem not in AGENT_STEMS:
             raise ConfigError(f"agent: unknown stem {stem!r} (known: {list(AGENT_STEMS)})")
         if norm not in AGENT_NORMS:
@@ -341,7 +339,7 @@ class AgentCNN(nn.Module):
             raise ConfigError(f"agent: patch_size {patch_size} does not divide img_size {img_size}")
         self.design, self.stem_name, self.norm_name = design, stem, norm
         self.num_heads = num_heads
-        self.pool_after = AGENT_DESIGNS[design].pool_blocks(depth)
+        self.pool_after = chosen.pool_blocks(depth)
         self.stem, stride = _build_stem(stem, in_chans, embed_dim, patch_size)
         self.feature_grids = _feature_grids(img_size // stride, depth, self.pool_after, design)
         self.blocks = nn.ModuleList(

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from trainers.errors import BootstudyError, ConfigError, DataError
+from trainers.registry import Registry
 
 __all__ = [
     "DATASETS",
@@ -115,7 +116,7 @@ class ImageData:
 # A loader takes the directory to read (None: its default places) and the requested image size,
 # which only datasets without a native size use.
 Loader = Callable[[Path | None, int | None], ImageData]
-DATASETS: dict[str, Loader] = {}
+DATASETS: Registry[Loader] = Registry("dataset", error=DataError)
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
@@ -126,18 +127,11 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
         ... def _my_digits(data_dir, image_size):
         ...     return ImageData(...)
     """
-
-    def add(loader: Loader) -> Loader:
-        if name in DATASETS:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        DATASETS[name] = loader
-        return loader
-
-    return add
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def load_dataset(
@@ -151,13 +145,11 @@ def load_dataset(
     size (28 or 32 px) keep it, and the augmenter resizes batches to the model's input instead.
     Raises DataError when the dataset is unknown or its files cannot be found or downloaded.
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose from: {', '.join(list_datasets())}")
     if image_size is not None and (
         isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
     ):
         raise ConfigError(f"image_size must be a positive integer, got {image_size!r}")
-    return DATASETS[name](_given_dir(data_dir), image_size)
+    return DATASETS.lookup(name)(_given_dir(data_dir), image_size)
 
 
 def cache_dir() -> Path:

@@ -18,7 +18,7 @@ from torch import nn
 
 from trainers.agent import SharedAgent, StandaloneAgent
 from trainers.config import TrainConfig
-from trainers.errors import ConfigError
+from trainers.registry import Registry
 from trainers.vit import build_vit
 
 __all__ = ["Networks", "MODES", "register_mode", "build_networks", "list_modes"]
@@ -50,29 +50,14 @@ class Networks:
         return vit, agent
 
 
-MODES: dict[str, Callable[[TrainConfig, int, int, int], Networks]] = {}
-
-
-def register_mode(name: str):
-    def add(builder: Callable[[TrainConfig, int, int, int], Networks]):
-        if name in MODES:
-            raise ValueError(f"mode '{name}' is already registered")
-        MODES[name] = builder
-        return builder
-
-    return add
-
-
-def list_modes() -> list[str]:
-    return sorted(MODES)
+MODES: Registry[Callable[[TrainConfig, int, int, int], Networks]] = Registry("mode")
+register_mode = MODES.register
+list_modes = MODES.names
 
 
 def build_networks(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Networks:
     """Build the mode's networks; the random init comes from torch's global RNG (seed it first)."""
-    builder = MODES.get(cfg.mode)
-    if builder is None:
-        raise ConfigError(f"unknown mode '{cfg.mode}'; choose from: {', '.join(list_modes())}")
-    return builder(cfg, num_classes, in_chans, img_size)
+    return MODES.lookup(cfg.mode)(cfg, num_classes, in_chans, img_size)
 
 
 def _vit(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
