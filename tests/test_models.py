@@ -14,7 +14,7 @@ from trainers.agent import (
     AGENT_STEMS,
     AgentDesign,
     SharedAgent,
-    build_agent,
+    StandaloneAgent,
     conv_kernel_size,
     generalized_conv2d,
     generalized_conv_bias,
@@ -305,7 +305,7 @@ def test_config_errors():
         with pytest.raises(ConfigError, match=f"unknown (agent )?{option} '?{value}"):
             shared(vit, **{option: value})
     with pytest.raises(ConfigError, match="does not divide"):
-        build_agent(
+        StandaloneAgent(
             **dict(TINY, patch_size=3),
             num_heads=9,
             mlp_ratio=2.0,
@@ -347,7 +347,7 @@ def standalone(num_heads=9, **overrides):
     kwargs = dict(TINY, num_heads=num_heads, mlp_ratio=2.0, design="res_like", stem="vit_like")
     kwargs["norm"] = "pre"
     kwargs.update(overrides)
-    return build_agent(**kwargs)
+    return StandaloneAgent(**kwargs)
 
 
 def test_standalone_agent_owns_exactly_what_it_uses():

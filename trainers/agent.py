@@ -54,7 +54,6 @@ __all__ = [
     "BlockWeights",
     "SharedAgent",
     "StandaloneAgent",
-    "build_agent",
     "conv_kernel_size",
     "generalized_conv2d",
     "generalized_conv_bias",
@@ -549,33 +548,3 @@ class StandaloneAgent(AgentCNN):
 
     def activation(self, index: int) -> nn.Module:
         return self.act
-
-
-def build_agent(
-    *,
-    img_size: int,
-    patch_size: int,
-    in_chans: int,
-    num_classes: int,
-    embed_dim: int,
-    depth: int,
-    num_heads: int,
-    mlp_ratio: float,
-    design: str,
-    stem: str,
-    norm: str,
-) -> StandaloneAgent:
-    """A standalone agent shaped like the ViT `build_vit` would make from the same numbers."""
-    return StandaloneAgent(
-        img_size=img_size,
-        patch_size=patch_size,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=num_heads,
-        mlp_ratio=mlp_ratio,
-        design=design,
-        stem=stem,
-        norm=norm,
-    )
