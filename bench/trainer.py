@@ -1,8 +1,8 @@
 """What one real training step costs per mode, and what the data pipeline adds to it.
 
-Figures, not tests. Two tables, both timing `trainers.train.train_step` (forward, losses, backward,
-clipping, AdamW and scheduler step: the trainer's own code, not a copy) on a `_Run` built exactly as
-`train` builds it:
+Figures, not tests. Two tables, both timing `trainers.training.train_step` (forward, losses,
+backward, clipping, AdamW and scheduler step: the trainer's own code, not a copy) on a `_Run`
+built exactly as `train` builds it:
 
 1. images/s of one step for vit, agent, joint and shared, at the `tiny` preset on Fashion-MNIST
    (1x28x28) and at `vit_s` size on random uint8 data of CIFAR shape (3x32x32, patch 4), batch 64,
@@ -41,7 +41,7 @@ from trainers.augment import BatchAugmenter, batch_indices  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.datasets import load_dataset  # noqa: E402
 from trainers.modes import build_networks  # noqa: E402
-from trainers.train import _grids, _Run, train_step  # noqa: E402
+from trainers.training import _grids, _Run, train_step  # noqa: E402
 
 MODES = ("vit", "agent", "joint", "shared")
 BATCH = 64  # the paper's batch size

@@ -335,7 +335,7 @@ def _trial(config: dict[str, Any], data_ref=None, train_fn: TrainFn | None = Non
 
 
 def _default_train(cfg, report, data=None):
-    from trainers.train import train
+    from trainers.training import train
 
     return train(cfg, report, data=data)
 

@@ -21,7 +21,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "train":
-        from trainers.train import train
+        from trainers.training import train
 
         return train
     raise AttributeError(f"module 'trainers' has no attribute {name!r}")

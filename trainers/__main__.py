@@ -14,7 +14,7 @@ import sys
 
 from trainers.cli import ArgParser, run_cli
 from trainers.config import TrainConfig
-from trainers.train import train
+from trainers.training import train
 
 # Columns of the live table: (metric, header, format).
 _COLUMNS = (

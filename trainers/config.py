@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -137,11 +139,31 @@ class TrainConfig:
         self._check()
 
     def _check(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be finite, got {value}")
         if not 0.0 < self.data_fraction <= 1.0:
             raise ConfigError(f"data_fraction must be in (0, 1], got {self.data_fraction}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        positive = ("epochs", "batch_size", "depth", "num_heads", "embed_dim", "patch_size")
+        if self.split_seed < 0 or self.seed < 0:
+            raise ConfigError(
+                f"seeds must be >= 0, got seed={self.seed}, split_seed={self.split_seed}"
+            )
+        if self.max_eval_images is not None and self.max_eval_images < 1:
+            raise ConfigError(f"max_eval_images must be >= 1 (or null), got {self.max_eval_images}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got '{self.device}'")
+        positive = (
+            "epochs",
+            "batch_size",
+            "depth",
+            "num_heads",
+            "embed_dim",
+            "patch_size",
+            "eval_batch_size",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

@@ -68,13 +68,17 @@ def prepare_data(cfg: TrainConfig, data: ImageData | None, device: torch.device)
     every arm of a study sees exactly the same images at a given fraction.
     """
     data = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
+    if data.name != cfg.dataset:  # results are stored (and reused) under cfg.dataset
+        raise ConfigError(f"config says dataset '{cfg.dataset}' but was given '{data.name}'")
     train_idx, val_idx = train_val_split(data.train_labels, cfg.val_fraction, cfg.split_seed)
     keep = class_balanced_indices(data.train_labels[train_idx], cfg.data_fraction, cfg.split_seed)
     train_idx = train_idx[keep]
-    test_x, test_y = data.test_images, data.test_labels
-    if cfg.max_eval_images is not None:
-        val_idx = val_idx[: cfg.max_eval_images]
-        test_x, test_y = test_x[: cfg.max_eval_images], test_y[: cfg.max_eval_images]
+    test_idx = torch.arange(len(data.test_labels))
+    if cfg.max_eval_images is not None:  # a class-balanced subset, not a prefix: folder data
+        cap, seed = cfg.max_eval_images, cfg.split_seed  # is stored in class order
+        val_idx = _capped(val_idx, data.train_labels, cap, seed)
+        test_idx = _capped(test_idx, data.test_labels, cap, seed)
+    test_x, test_y = data.test_images[test_idx], data.test_labels[test_idx]
 
     def put(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True)
@@ -88,6 +92,12 @@ def prepare_data(cfg: TrainConfig, data: ImageData | None, device: torch.device)
         put(test_y),
         data,
     )
+
+
+def _capped(idx: torch.Tensor, labels: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
+    if len(idx) <= cap:
+        return idx
+    return idx[class_balanced_indices(labels[idx], cap / len(idx), seed)]
 
 
 def train(
