@@ -143,7 +143,8 @@ class SearchSpace:
                 f"{', '.join(self.arms)}"
             )
         restrict = {**self.budget(preset).arms, **values}
-        factors = {k: tuple(restrict.get(k, v)) for k, v in self.arms.items()}
+        # dict.fromkeys: repeated values (also 1 and 1.0) make one arm, not two with one budget
+        factors = {k: tuple(dict.fromkeys(restrict.get(k, v))) for k, v in self.arms.items()}
         return [
             Arm(dict(zip(factors, values, strict=True)))
             for values in itertools.product(*factors.values())

@@ -140,14 +140,25 @@ class ArmSearch:
             return spec
 
     def final_trials(self) -> list[TrialSpec]:
-        """Each arm's best search configuration re-run with `final_seeds` new seeds, on test."""
+        """Each arm's best search configuration re-run with `final_seeds` new seeds, on test.
+
+        (arm, seed) pairs the study already has (a resumed study) are not run again; stale ones
+        (their driver died) are.
+        """
+        frame = self.store.trials_frame(self.study.name)
+        final = frame[(frame["phase"] == "final") & frame["status"].isin(TERMINAL_STATUSES)]
+        final = final[~final["error"].fillna("").str.startswith("stale")]
+        done = set(zip(final["arm"], final["seed"], strict=True))
         specs = []
         for arm in self.arms:
             best = self.best_params(arm)
             if best is None:
                 continue
             for i in range(self.config.final_seeds):
-                spec = self._spec(arm, "final", best, seed=self.config.seed + 1000 + i)
+                seed = self.config.seed + 1000 + i
+                if (arm.name, seed) in done:
+                    continue
+                spec = self._spec(arm, "final", best, seed=seed)
                 if not self._reuse(spec):
                     specs.append(spec)
                     self.pending[spec.number] = spec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,14 @@ __all__ = ["StudyConfig", "DEFAULT_STORAGE", "resolve_preset"]
 
 DEFAULT_STORAGE = "sqlite:///runs/studies.db"  # embedded, nothing to start
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
+# TrainConfig fields the study itself sets for every trial, and the option that sets them.
+STUDY_OWNED = {
+    "seed": "--seed (final runs take seed+1000, seed+1001, ...)",
+    "epochs": "--epochs (ASHA's max_t)",
+    "dataset": "--dataset",
+    "data_dir": "--data-dir",
+    "device": "--gpus-per-trial (trials use cuda when given GPUs)",
+}
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,15 @@ class StudyConfig:
                 f"--set {', '.join(clash)}: set by the space '{space.name}' itself (an arm factor "
                 "or a searched parameter); use --arm FACTOR=V1,V2 for arm factors"
             )
+        owned = sorted(set(self.overrides) & set(STUDY_OWNED))
+        if owned:
+            raise ConfigError(
+                f"--set {', '.join(owned)}: the study sets this itself; use "
+                + ", ".join(STUDY_OWNED[k] for k in owned)
+            )
+        for name in ("cpus_per_trial", "gpus_per_trial", "reduction_factor"):
+            if not math.isfinite(getattr(self, name)):
+                raise ConfigError(f"--{name.replace('_', '-')} must be finite")
         for arm in self.arms():
             try:
                 space.trial_config(self.preset, arm, {}, self.trainer_base(), self.overrides)
@@ -125,12 +143,12 @@ class StudyConfig:
         return f"{self.name}/{arm.name}"
 
     def rungs(self) -> list[int]:
-        """ASHA's milestones: grace x rf^k below max epochs (where trials may be stopped)."""
+        """The epochs at which ASHA decides: the first epoch >= grace x rf^k, below max epochs."""
         out, t = [], float(self.grace_epochs)
         while t < self.epochs:
-            out.append(round(t))
+            out.append(math.ceil(t - 1e-9))
             t *= self.reduction_factor
-        return out
+        return sorted(set(out))
 
     def report_config(self) -> dict[str, Any]:
         """What the study row stores: this config plus what reports need to read it alone."""

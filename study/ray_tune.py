@@ -90,8 +90,10 @@ class PerArmASHA(FIFOScheduler):
         for i, curve in enumerate(curves):
             key = f"history:{arm}:{i}"
             for milestone, recorded in bracket._rungs:
-                if milestone in curve and curve[milestone] is not None:
-                    recorded[key] = curve[milestone]
+                # ASHA records a trial at the first result with epoch >= milestone
+                reached = [e for e in sorted(curve) if e >= milestone and curve[e] is not None]
+                if reached:
+                    recorded[key] = curve[reached[0]]
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True  # metric and mode are fixed at construction
@@ -222,7 +224,7 @@ class StoreCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         payload = result.get("trainer")
-        if not payload:
+        if not payload or "epoch" not in payload.get("metrics", {}):
             return
         metrics = payload["metrics"]
         self.last[trial.trial_id] = payload
@@ -320,17 +322,24 @@ def _trial(config: dict[str, Any], data_ref=None, train_fn: TrainFn | None = Non
         cpus = max(1, int(resources.required_resources.get("CPU", 1)))
         torch.set_num_threads(cpus)  # one trial per CPU slot; oversubscription slows everyone
     cfg = TrainConfig.from_dict(config["train"])
-    held: list[dict[str, float]] = []
+    held: list[dict[str, float]] = []  # the last epoch, sent with the test results
+    last: list[dict[str, float]] = []
 
     def report(metrics: dict[str, float]) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
+        last[:] = [metrics]
         if int(metrics["epoch"]) >= cfg.epochs:
-            held.append(metrics)  # sent below with the test results: one message, one row
+            held[:] = [metrics]  # sent below with the test results: one message, one row
             return
         tune.report({**metrics, "trainer": {"metrics": metrics}})
 
-    result = (train_fn or _default_train)(cfg, report, data=data)
-    metrics = held[-1] if held else {}
+    try:
+        result = (train_fn or _default_train)(cfg, report, data=data)
+    except BaseException:
+        if held:  # trained but failed after (e.g. out of memory in the test pass): keep the epoch
+            tune.report({**held[0], "trainer": {"metrics": held[0]}})
+        raise
+    metrics = held[0] if held else (last[0] if last else {})
     tune.report({**metrics, "trainer": {"metrics": metrics, "result": _jsonable(result)}})
 
 
@@ -386,6 +395,18 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
             f"cannot join the Ray cluster at '{address}': {err.strerror or err} "
             "(is `ray start --head` running there?)"
         ) from None
+
+
+def check_trial_fits(cpus: float, gpus: float) -> None:
+    """One line now, where Ray would otherwise wait forever for a node that can take a trial."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return
+    biggest = ", ".join(f"{n.get('CPU', 0):g} CPU / {n.get('GPU', 0):g} GPU" for n in nodes)
+    raise ConfigError(
+        f"no Ray node can run a trial needing {cpus:g} CPU / {gpus:g} GPU (nodes: {biggest}); "
+        "lower --cpus-per-trial / --gpus-per-trial"
+    )
 
 
 def cluster_resources() -> dict[str, float]:

@@ -6,6 +6,7 @@ URL, dataset) is checked before the study row is created.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -62,6 +63,13 @@ def run_study(
             raise ConfigError(
                 f"study '{config.name}' is a '{study.space}' study, not '{config.space}'"
             )
+        config = _resumed(config, study)
+        print(
+            f"resuming '{config.name}' with its own settings: preset {config.preset}, "
+            f"{config.trials_per_arm} trial(s)/arm, {config.epochs} epochs, "
+            f"{len(config.arms())} arm(s)",
+            file=out,
+        )
     elif config.name in {s.name for s in store.list_studies()}:
         raise ConfigError(
             f"study '{config.name}' already exists in {mask_password(config.storage)}; "
@@ -71,6 +79,11 @@ def run_study(
     from study import ray_tune
 
     shutdown = ray_tune.ray_session(config.address)  # a bad --address fails before any write
+    try:
+        ray_tune.check_trial_fits(config.cpus_per_trial, config.gpus_per_trial)
+    except BaseException:
+        shutdown()
+        raise
     status = "INTERRUPTED"
     live = None
     try:
@@ -115,6 +128,26 @@ def run_study(
     summary = StudySummary(**{**summary.__dict__, "report_path": report_path})
     _print_summary(summary, config, out)
     return summary
+
+
+# What a resumed study may take from the new command line: where and how it runs, not what it is.
+RESOURCE_FIELDS = (
+    "storage",
+    "concurrency",
+    "cpus_per_trial",
+    "gpus_per_trial",
+    "address",
+    "retries",
+    "results_dir",
+)
+
+
+def _resumed(config: StudyConfig, study) -> StudyConfig:
+    """The study's stored config, with only the resource options of this run's `config`."""
+    fields = {f.name for f in dataclasses.fields(StudyConfig)}
+    stored = {k: v for k, v in study.config.items() if k in fields}
+    stored.update({k: getattr(config, k) for k in RESOURCE_FIELDS})
+    return StudyConfig.from_dict(stored)
 
 
 def _check_writable(directory: str) -> None:

@@ -14,7 +14,13 @@ from typing import Any
 from trainers.config import TrainConfig
 from trainers.errors import NonFiniteLoss
 
-__all__ = ["curve_value", "curve_trainer", "slow_curve_trainer", "failing_shared_trainer"]
+__all__ = [
+    "curve_value",
+    "curve_trainer",
+    "slow_curve_trainer",
+    "failing_shared_trainer",
+    "early_stopping_trainer",
+]
 
 
 def curve_value(config: TrainConfig, epoch: int) -> float:
@@ -45,3 +51,10 @@ def failing_shared_trainer(config: TrainConfig, report, data=None) -> dict[str, 
         report({"epoch": 1, "val_acc": 0.1, "train_loss": 2.3})
         raise NonFiniteLoss(2, 5, {"cls_vit": float("nan")})
     return curve_trainer(config, report, data)
+
+
+def early_stopping_trainer(config: TrainConfig, report, data=None) -> dict[str, Any]:
+    """Stops itself after half the epochs, as a trainer with its own early stopping would."""
+    for epoch in range(1, max(1, config.epochs // 2) + 1):
+        report({"epoch": epoch, "val_acc": curve_value(config, epoch), "train_loss": 1.0})
+    return {"val_acc": curve_value(config, max(1, config.epochs // 2))}

@@ -313,6 +313,9 @@ def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         (["--space", "data_fraction", "--data-dir", "/nonexistent"], "/nonexistent"),
         (["--space", "data_fraction", "--trials", "0"], "--trials must be >= 1"),
         (["--space", "data_fraction", "--address", "127.0.0.1:1"], "cannot join the Ray cluster"),
+        (["--space", "data_fraction", "--set", "seed=3"], "--set seed: the study sets this"),
+        (["--space", "data_fraction", "--set", "epochs=3"], "use --epochs"),
+        (["--space", "data_fraction", "--cpus-per-trial", "64"], "no Ray node can run a trial"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
@@ -389,3 +392,45 @@ def test_a_study_runs_the_same_on_every_backend(storage_url, tmp_path):
     page = build_report("s", storage_url, tmp_path / "r.html").read_text()
     assert "mode=shared,data_fraction=0.1" in page and "5. Results against the baseline" in page
     assert page.count('class="plotly-graph-div"') >= 6
+
+
+def test_resume_takes_the_studys_own_settings_and_never_repeats_final_runs(tmp_path):
+    config = _config(
+        tmp_path,
+        trials_per_arm=2,
+        final_seeds=2,
+        arm_values={"mode": ["vit"], "data_fraction": [0.1]},
+    )
+    first, _ = _run(config)
+    # Resume with other settings on the command line (as `--resume` with the defaults would):
+    # the stored ones win, nothing is left to run, and the final runs are not added again.
+    other = _config(
+        tmp_path,
+        trials_per_arm=5,
+        final_seeds=3,
+        epochs=6,
+        arm_values={"mode": ["vit", "shared"], "data_fraction": [0.1]},
+        concurrency=1,
+    )
+    second, output = _run(other, resume=True)
+    assert "with its own settings: preset smoke, 2 trial(s)/arm, 4 epochs, 1 arm(s)" in output
+    assert second.counts == first.counts
+    assert second.best == first.best
+    db = tmp_path / "s.db"
+    assert _rows(db, "select count(*) from bootstudy_trials where phase = 'final'") == [(2,)]
+
+
+def test_a_trainer_that_stops_early_ends_pruned_without_breaking_the_study(tmp_path):
+    from study.testing import early_stopping_trainer
+
+    config = _config(
+        tmp_path, trials_per_arm=1, arm_values={"mode": ["vit"], "data_fraction": [0.1]}
+    )
+    summary, _ = _run(config, train_fn=early_stopping_trainer)
+    assert summary.counts == {"PRUNED": 1}
+    assert _rows(tmp_path / "s.db", "select epochs_run from bootstudy_trials") == [(2,)]
+
+
+def test_repeated_arm_values_make_one_arm(tmp_path):
+    config = _config(tmp_path, arm_values={"mode": ["vit", "vit"], "data_fraction": [1, 1.0]})
+    assert [a.name for a in config.arms()] == ["mode=vit,data_fraction=1"]
