@@ -15,13 +15,12 @@ set of rungs per arm) stops weak trials early, and every trial lands in SQL.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 
 from search_spaces import SPACES, get_space, list_spaces
 from study.plan import DEFAULT_STORAGE, StudyConfig, resolve_preset
-from trainers.cli import ArgParser, run_cli
+from trainers.cli import ArgParser, parse_value, run_cli
 from trainers.errors import ConfigError
 
 
@@ -113,17 +112,9 @@ def _pairs(items: list[str], option: str, as_list: bool) -> dict:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"{option} expects KEY=VALUE, got {item!r}")
-        values = [_value(v) for v in text.split(",")] if as_list else _value(text)
+        values = [parse_value(v) for v in text.split(",")] if as_list else parse_value(text)
         out[key.strip()] = values
     return out
-
-
-def _value(text: str):
-    """Command-line text as JSON where it parses (numbers, true, null), else as a string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def resolve(args) -> tuple[StudyConfig, str | None]:

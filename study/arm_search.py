@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from search_spaces import Arm
 from study.plan import StudyConfig
-from study.store import Store, StudyRecord
+from study.store import STALE_ERROR, Store, StudyRecord
 from trainers.config import config_hash
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials, not Optuna
@@ -102,9 +103,7 @@ class ArmSearch:
                 direction="maximize",
                 load_if_exists=True,
             )
-        frame = store.trials_frame(study.name)
-        done = frame[frame["status"].isin(TERMINAL_STATUSES) & (frame["phase"] == "search")]
-        done = done[~done["error"].fillna("").str.startswith("stale")]
+        done = _finished(store.trials_frame(study.name), "search")
         self.assigned = {arm.name: int((done["arm"] == arm.name).sum()) for arm in self.arms}
         self.next_number = store.next_trial_number(study)
         self.pending: dict[int, TrialSpec] = {}
@@ -145,9 +144,7 @@ class ArmSearch:
         (arm, seed) pairs the study already has (a resumed study) are not run again; stale ones
         (their driver died) are.
         """
-        frame = self.store.trials_frame(self.study.name)
-        final = frame[(frame["phase"] == "final") & frame["status"].isin(TERMINAL_STATUSES)]
-        final = final[~final["error"].fillna("").str.startswith("stale")]
+        final = _finished(self.store.trials_frame(self.study.name), "final")
         done = set(zip(final["arm"], final["seed"], strict=True))
         specs = []
         for arm in self.arms:
@@ -271,6 +268,12 @@ class ArmSearch:
                 state = TrialState.FAIL if status == "FAILED" else TrialState.PRUNED
                 self._write(study.tell, spec.optuna_trial, state=state)
         return status
+
+
+def _finished(frame: pd.DataFrame, phase: str) -> pd.DataFrame:
+    """The phase's trials that count as done: terminal, and not stale (the driver died)."""
+    done = frame[frame["status"].isin(TERMINAL_STATUSES) & (frame["phase"] == phase)]
+    return done[~done["error"].fillna("").str.startswith(STALE_ERROR)]
 
 
 def _trial_count(storage: optuna.storages.BaseStorage, study_name: str) -> int:

@@ -286,9 +286,9 @@ class StoreCallback(tune.Callback):
 
 def _error_text(trial) -> str:
     """The trial's error with its traceback, as Ray saved it on the driver."""
-    for path in (getattr(trial, "error_file", None),):
-        if path and os.path.exists(path):
-            return Path(path).read_text()[-20000:]
+    path = getattr(trial, "error_file", None)
+    if path and os.path.exists(path):
+        return Path(path).read_text()[-20000:]
     message = getattr(trial, "error_msg", None)
     return str(message) if message else "trial raised an error (no traceback recorded by Ray)"
 

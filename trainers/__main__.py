@@ -12,7 +12,7 @@ import dataclasses
 import json
 import sys
 
-from trainers.cli import ArgParser, run_cli
+from trainers.cli import ArgParser, parse_value, run_cli
 from trainers.config import TrainConfig
 from trainers.training import train
 
@@ -30,13 +30,10 @@ _COLUMNS = (
 
 
 def _parse_value(text: str):
-    """Options arrive as text: JSON where it parses (numbers, true, null, lists), else a string."""
+    """Options arrive as text; `0,2` is a list here (`--hint-layers 0,2`)."""
     if "," in text and not text.startswith("["):
         text = f"[{text}]"
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    return parse_value(text)
 
 
 def build_parser() -> ArgParser:

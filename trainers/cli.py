@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 
 from trainers.errors import BootstudyError
 
-__all__ = ["ArgParser", "run_cli"]
+__all__ = ["ArgParser", "parse_value", "run_cli"]
+
+
+def parse_value(text: str):
+    """Command-line text as JSON where it parses (numbers, true, null, lists), else a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 class ArgParser(argparse.ArgumentParser):
