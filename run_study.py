@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 from search_spaces import SPACES, get_space, list_spaces
 from study.plan import DEFAULT_STORAGE, StudyConfig, resolve_preset
@@ -211,8 +212,25 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(
         shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     )
-    run_study(config, command=command, resume=args.resume, build_report=not args.no_report)
+    run_study(config, command=command, resume=args.resume)
+    if not args.no_report:
+        write_report(config)
     return 0
+
+
+def write_report(config: StudyConfig, out=sys.stdout) -> Path | None:
+    """The study's report under <results-dir>/reports/, built from the store like
+    `python -m reports` does; a report bug is a warning, never a lost study (its rows are in)."""
+    from reports import build_report, default_out_path
+
+    path = Path(config.results_dir) / "reports" / default_out_path(config.name).name
+    try:
+        path = build_report(config.name, config.storage, path).resolve()
+    except Exception as err:
+        print(f"warning: the report could not be built: {err}", file=out)
+        return None
+    print(f"report:    {path}", file=out)
+    return path
 
 
 if __name__ == "__main__":

@@ -138,7 +138,6 @@ def run_ours(args, workdir: Path, tag: str) -> dict[str, float]:
             command="bench/orchestration.py",
             train_fn=instant_train,
             out=io.StringIO(),
-            build_report=False,
         )
         total = time.perf_counter() - start
     if summary.counts != {"COMPLETE": args.trials}:

@@ -22,28 +22,31 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 
 from reports import build_report  # noqa: E402
 from reports.synthetic import make_synthetic_study  # noqa: E402
+from study.store import Store  # noqa: E402
+from trainers.errors import BootstudyError  # noqa: E402
+
+# 4 modes x 3 fractions = 12 arms, as in the figures the README quotes
+ARM_VALUES = {"data_fraction": (0.1, 0.25, 1.0)}
 
 
 def _ensure_study(db: Path, name: str, trials: int, epochs: int, metrics: int) -> str:
     url = f"sqlite:///{db}"
     if db.exists():
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            found = conn.execute(
-                sa.text("SELECT count(*) FROM bootstudy_studies WHERE name = :n"), {"n": name}
-            ).scalar()
-        engine.dispose()
-        if found:
+        try:
+            with Store.open_existing(url) as store:
+                store.get_study(name)
             print(f"using cached {db}")
             return url
-        db.unlink()
+        except BootstudyError:
+            db.unlink()
     db.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    make_synthetic_study(url, name, trials, epochs, metrics, pruning=False)
+    make_synthetic_study(
+        url, name, trials, epochs, metrics, pruning=False, preset="gpu", arm_values=ARM_VALUES
+    )
     print(f"created {db} in {time.perf_counter() - start:.1f} s")
     return url
 
@@ -66,14 +69,10 @@ def main() -> None:
     name = f"scale-{args.trials}x{args.epochs}x{args.metrics}"
     db = ROOT / "runs" / "bench" / f"{name}.db"
     url = _ensure_study(db, name, args.trials, args.epochs, args.metrics)
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        n_trials = conn.execute(sa.text("SELECT count(*) FROM bootstudy_trials")).scalar()
-        n_metrics = conn.execute(sa.text("SELECT count(*) FROM bootstudy_trial_metrics")).scalar()
-        arms = list(conn.execute(sa.text(
-            "SELECT study_name FROM studies WHERE study_name LIKE :p ORDER BY study_id"
-        ), {"p": f"{name}/%"}).scalars())  # fmt: skip
-    engine.dispose()
+    with Store.open_existing(url) as store:
+        study = store.get_study(name)
+        n_trials, n_metrics = store.count_trials(study.id), store.count_metrics(study.id)
+    arms = [f"{name}/{arm}" for arm in study.baselines]  # every arm's Optuna study
     size_mb = db.stat().st_size / 1e6
     print(f"{n_trials} trials, {n_metrics} metric rows, {len(arms)} arms, {size_mb:.0f} MB")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reports.load import load_study, load_trials, open_store
+from reports.load import load_trials, open_store
 from reports.page import Report, build_page
 
 __all__ = ["Report", "build_report", "default_out_path"]
@@ -34,9 +34,9 @@ def build_report(study_name: str, storage_url: str, out_path: str | Path | None 
     an unknown study.
     """
     with open_store(storage_url) as store:
-        record = load_study(store, study_name)
-        trials = load_trials(store.engine, record.id)
-        report = build_page(store.engine, record, trials, storage_url)
+        record = store.get_study(study_name)
+        trials = load_trials(store, study_name)
+        report = build_page(store, record, trials, storage_url)
     out = Path(out_path) if out_path is not None else default_out_path(study_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report.html, encoding="utf-8")

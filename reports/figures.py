@@ -16,6 +16,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from study.status import Phase, TrialStatus
+
 __all__ = [
     "PALETTE",
     "TEMPLATE",
@@ -53,11 +55,11 @@ TEMPLATE = go.layout.Template(
     )
 )
 STATUS_COLORS = {
-    "COMPLETE": "#009E73",
-    "PRUNED": "#E69F00",
-    "FAILED": "#D55E00",
-    "REUSED": "#56B4E9",
-    "RUNNING": "#999999",
+    TrialStatus.COMPLETE.value: "#009E73",
+    TrialStatus.PRUNED.value: "#E69F00",
+    TrialStatus.FAILED.value: "#D55E00",
+    TrialStatus.REUSED.value: "#56B4E9",
+    TrialStatus.RUNNING.value: "#999999",
 }
 esc = html.escape
 
@@ -91,8 +93,8 @@ def select_curves(trials: pd.DataFrame, limit: int = 300, seed: int = 0) -> list
     trials first, then a seeded sample of the rest, `limit` in all."""
     if len(trials) <= limit:
         return [int(i) for i in trials["id"]]
-    final = trials[trials["phase"] == "final"]
-    done = trials[(trials["phase"] == "search") & (trials["status"] == "COMPLETE")]
+    final = trials[trials["phase"] == Phase.FINAL]
+    done = trials[(trials["phase"] == Phase.SEARCH) & (trials["status"] == TrialStatus.COMPLETE)]
     per_arm = max(1, (limit // 3 - len(final)) // max(trials["arm"].nunique(), 1))
     best = done.sort_values("best_val_acc", ascending=False).groupby("arm").head(per_arm)
     chosen = list(dict.fromkeys([*final["id"], *best["id"]]))[:limit]

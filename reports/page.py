@@ -16,11 +16,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import plotly.offline
-import sqlalchemy as sa
 
 from reports import figures, stats, tables
 from reports.load import StudyRecord, load_curves, load_optuna_trials
 from study.engine import mask_password
+from study.status import HAS_RESULT, TRAINED, Phase, TrialStatus
+from study.store import Store
 
 __all__ = ["Report", "build_page"]
 
@@ -122,7 +123,7 @@ class _Study:
     optuna_trials: pd.DataFrame
 
 
-def _prepare(engine: sa.Engine, record: StudyRecord, trials: pd.DataFrame, url: str) -> _Study:
+def _prepare(store: Store, record: StudyRecord, trials: pd.DataFrame, url: str) -> _Study:
     cfg = record.config
     arms = {}
     for arm, factors in zip(trials["arm"], trials["factors"], strict=True):
@@ -140,11 +141,8 @@ def _prepare(engine: sa.Engine, record: StudyRecord, trials: pd.DataFrame, url: 
     max_epochs = int(
         cfg.get("epochs") or np.nanmax(trials["epochs_run"].to_numpy(float), initial=1)
     )
-    rungs = stats.asha_rungs(
-        int(cfg.get("grace_epochs") or 1), int(cfg.get("reduction_factor") or 1), max_epochs
-    )
     names = [n for n in trials["optuna_study_name"].dropna().unique()]
-    optuna_trials = load_optuna_trials(engine, names)
+    optuna_trials = load_optuna_trials(store, names)
     return _Study(
         record=record,
         trials=trials,
@@ -154,9 +152,9 @@ def _prepare(engine: sa.Engine, record: StudyRecord, trials: pd.DataFrame, url: 
         results=results,
         summaries=summaries,
         sources=sources,
-        comparisons=stats.compare_arms(results, arms, cfg.get("baseline_arm")),
+        comparisons=stats.compare_arms(results, record.baselines),
         max_epochs=max_epochs,
-        rungs=rungs,
+        rungs=list(record.rungs),
         param_kinds=_param_kinds(trials, optuna_trials),
         optuna_trials=optuna_trials,
     )
@@ -169,7 +167,7 @@ def _param_kinds(trials: pd.DataFrame, optuna_trials: pd.DataFrame) -> dict[str,
 
     dists = optuna_trials.attrs.get("distributions", {})
     kinds: dict[str, str] = {}
-    search = trials[trials["phase"] == "search"]
+    search = trials[trials["phase"] == Phase.SEARCH]
     for p in dict.fromkeys(k for d in search["params"] for k in d):
         if p in dists:
             d = dists[p]
@@ -222,7 +220,7 @@ def _summary(s: _Study) -> Section:
     ]
     count_text = ", ".join(f"{counts[st]} {st.lower()}" for st in order)
     hours = float(t["trial_seconds"].sum()) / 3600
-    searched = t[(t["phase"] == "search") & t["status"].isin(["COMPLETE", "PRUNED"])]
+    searched = t[(t["phase"] == Phase.SEARCH) & t["status"].isin(TRAINED)]
     saved = stats.asha_saved_share(searched["epochs_run"], s.max_epochs)
     best = _best_arm(s)
     caption = (
@@ -259,7 +257,7 @@ def _summary(s: _Study) -> Section:
         best_rows.append([arm, params, f"{g['value'].mean() * 100:.1f}", src, len(g)])
     best_table = tables.html_table(["arm", "configuration", "accuracy (%)", "source", "n"],
                                    best_rows)  # fmt: skip
-    failed = t[t["status"] == "FAILED"]
+    failed = t[t["status"] == TrialStatus.FAILED]
     errors = ""
     if len(failed):
         top = failed["error"].fillna("(no message)").str.slice(0, 160).value_counts().head(5)
@@ -289,7 +287,7 @@ def _main_view(s: _Study, fig) -> Section:
         return Section("main", "2. Main view", "No arm has a finished trial yet.", "")
     # The factor is TrainConfig's `data_fraction`; plots and captions call it `fraction`.
     df = df.rename(columns={"data_fraction": "fraction"})
-    if s.record.space == "data_fraction" and {"mode", "fraction"} <= set(df.columns):
+    if s.record.main_view == "fraction_curve" and {"mode", "fraction"} <= set(df.columns):
         df["fraction"] = df["fraction"].astype(float)
         y = "test accuracy (%)" if label.startswith("test accuracy of") else "accuracy (%)"
         body = fig(figures.accuracy_vs_fraction(df, y))
@@ -301,7 +299,9 @@ def _main_view(s: _Study, fig) -> Section:
         second = best.iloc[1]
         caption += f", {(top['mean'] - second['mean']) * 100:.1f} points ahead of {second['arm']}"
     caption += f"; {label}."
-    search = s.trials[(s.trials["phase"] == "search") & (s.trials["status"] == "COMPLETE")]
+    search = s.trials[
+        (s.trials["phase"] == Phase.SEARCH) & (s.trials["status"] == TrialStatus.COMPLETE)
+    ]
     body = ""
     if s.param_kinds and len(search):
         body += fig(figures.param_effects(search, s.param_kinds, s.colors))
@@ -335,12 +335,12 @@ def _fraction_caption(df: pd.DataFrame, label: str) -> str:
 
 
 # --- 3. learning curves ---------------------------------------------------------------------------
-def _learning_curves(s: _Study, engine: sa.Engine, fig) -> Section:
+def _learning_curves(s: _Study, store: Store, fig) -> Section:
     t = s.trials
     ids = figures.select_curves(t, MAX_CURVES)
-    curves = load_curves(engine, ids)
-    search = t[t["phase"] == "search"]
-    pruned = search[search["status"] == "PRUNED"]
+    curves = load_curves(store, s.record.name, ids)
+    search = t[t["phase"] == Phase.SEARCH]
+    pruned = search[search["status"] == TrialStatus.PRUNED]
     caption = f"{len(ids)} of {len(t)} trials drawn"
     if len(ids) < len(t):
         caption += " (all final runs, each arm's best search trials, a seeded random sample)"
@@ -369,7 +369,7 @@ def _learning_curves(s: _Study, engine: sa.Engine, fig) -> Section:
 
 # --- 4. search diagnostics ------------------------------------------------------------------------
 def _diagnostics(s: _Study, fig) -> Section:
-    search = s.trials[(s.trials["phase"] == "search") & s.trials["status"].isin(stats.DONE)]
+    search = s.trials[(s.trials["phase"] == Phase.SEARCH) & s.trials["status"].isin(HAS_RESULT)]
     search = search[search["best_val_acc"].notna()]
     if search.empty:
         return Section("search", "4. Search diagnostics", "No completed search trial yet.", "")
@@ -403,7 +403,7 @@ def _diagnostics(s: _Study, fig) -> Section:
         notes.append("no Optuna studies found for this study's arms")
     if notes:
         body += '<p class="note">Importance skipped for ' + esc("; ".join(notes)) + ".</p>"
-    complete = search[search["status"] == "COMPLETE"]
+    complete = search[search["status"] == TrialStatus.COMPLETE]
     if s.param_kinds and len(complete):
         body += fig(figures.parallel_coordinates(complete, s.param_kinds))
         mean_imp = pd.DataFrame(importances.values()).mean().sort_values(ascending=False)
@@ -427,7 +427,7 @@ def _tables(s: _Study) -> tuple[Section, str, str]:
     rows = tables.result_rows(s.summaries, s.sources, s.comparisons)
     cmp = [c for c in s.comparisons if c.p_holm is not None]
     if not s.comparisons:
-        caption = "No arm has a baseline to compare with (no mode=vit twin, no baseline_arm)"
+        caption = "No arm has a baseline to compare with (none named by the space, or none run)"
     elif not cmp:
         caption = (
             f"{len(s.comparisons)} comparisons with the baseline, none testable "
@@ -447,7 +447,7 @@ def _tables(s: _Study) -> tuple[Section, str, str]:
     caption += "."
     note = (
         '<p class="note">Δ: difference of means in percentage points against the baseline arm '
-        "(mode=vit with the same other factors, else the configured baseline_arm). p: paired "
+        "(the space's baseline factor values, the other factors the same). p: paired "
         "t-test when both arms ran the same seeds, Welch's t-test otherwise; Holm's correction "
         "across the arms that share a baseline.</p>"
     )
@@ -501,17 +501,15 @@ def _provenance(s: _Study) -> Section:
     return Section("provenance", "7. Provenance", caption, _kv_table(pairs) + packages)
 
 
-def build_page(
-    engine: sa.Engine, record: StudyRecord, trials: pd.DataFrame, storage_url: str
-) -> Report:
+def build_page(store: Store, record: StudyRecord, trials: pd.DataFrame, storage_url: str) -> Report:
     """The whole report for one study (see `reports.build_report`)."""
-    s = _prepare(engine, record, trials, storage_url)
+    s = _prepare(store, record, trials, storage_url)
     fig = _Figures()
     table_section, md, tex = _tables(s)
     sections = [
         _summary(s),
         _main_view(s, fig),
-        _learning_curves(s, engine, fig),
+        _learning_curves(s, store, fig),
         _diagnostics(s, fig),
         table_section,
         _cost(s, fig),

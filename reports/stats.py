@@ -18,6 +18,8 @@ import optuna
 import pandas as pd
 from scipy import stats as sps
 
+from study.status import HAS_RESULT, Phase
+
 __all__ = [
     "Summary",
     "Comparison",
@@ -27,15 +29,12 @@ __all__ = [
     "compare",
     "holm",
     "arm_results",
-    "baseline_arm",
     "compare_arms",
-    "asha_rungs",
     "asha_saved_share",
     "param_importances",
 ]
 
 NO_INTERVAL = "n={n}, no interval"
-DONE = ("COMPLETE", "REUSED")  # trials whose results exist (REUSED: copied from an identical run)
 
 
 @dataclass(frozen=True)
@@ -137,11 +136,12 @@ def arm_results(trials: pd.DataFrame) -> pd.DataFrame:
     """
     frames = []
     for arm, g in trials.groupby("arm", sort=False):
-        final = g[(g["phase"] == "final") & g["status"].isin(DONE) & g["test_acc"].notna()]
+        done = g["status"].isin(HAS_RESULT)
+        final = g[(g["phase"] == Phase.FINAL) & done & g["test_acc"].notna()]
         if len(final):
             frames.append(_result_frame(arm, final, "test_acc", "test"))
             continue
-        search = g[(g["phase"] == "search") & g["status"].isin(DONE) & g["best_val_acc"].notna()]
+        search = g[(g["phase"] == Phase.SEARCH) & done & g["best_val_acc"].notna()]
         if search.empty:
             continue
         key = search["config_hash"].fillna(search["params"].astype(str))
@@ -167,30 +167,12 @@ def _result_frame(arm: str, rows: pd.DataFrame, column: str, source: str) -> pd.
     )
 
 
-def baseline_arm(
-    factors: dict, arms: dict[str, dict], configured: str | None, mode: str = "vit"
-) -> str | None:
-    """The arm an arm is compared with: the same factors with mode=vit, else the configured one.
-    None for the baseline itself."""
-    own = next((a for a, f in arms.items() if f == factors), None)
-    if "mode" in factors:
-        twin = {**factors, "mode": mode}
-        match = next((a for a, f in arms.items() if f == twin), None)
-        if match is not None:
-            return None if match == own else match
-    if configured and configured in arms and configured != own:
-        return configured
-    return None
-
-
-def compare_arms(
-    results: pd.DataFrame, arms: dict[str, dict], configured: str | None
-) -> list[Comparison]:
-    """Every arm against its baseline; Holm across the arms that share one baseline."""
+def compare_arms(results: pd.DataFrame, baselines: dict[str, str | None]) -> list[Comparison]:
+    """Every arm against its baseline (the study plan's, from the study record); Holm across the
+    arms that share one baseline."""
     by_arm = {a: g for a, g in results.groupby("arm", sort=False)}
     out: list[Comparison] = []
-    for arm in arms:
-        base = baseline_arm(arms[arm], arms, configured)
+    for arm, base in baselines.items():
         if base is None or arm not in by_arm or base not in by_arm:
             continue
         a, b = by_arm[arm], by_arm[base]
@@ -205,15 +187,6 @@ def compare_arms(
     ]
 
 
-def asha_rungs(grace: int, reduction_factor: int, max_epochs: int) -> list[int]:
-    """ASHA's rungs: grace * rf^k below max_epochs (a trial reaching max_epochs has completed)."""
-    rungs, r = [], max(int(grace), 1)
-    while r < max_epochs and reduction_factor > 1:
-        rungs.append(r)
-        r *= int(reduction_factor)
-    return rungs
-
-
 def asha_saved_share(epochs_run: Sequence[float], max_epochs: int) -> float:
     """1 - (epochs trained) / (trials x max epochs): the share of the full budget ASHA saved."""
     e = np.asarray(epochs_run, dtype=float)
@@ -225,7 +198,7 @@ def asha_saved_share(epochs_run: Sequence[float], max_epochs: int) -> float:
 def param_importances(
     optuna_trials: pd.DataFrame, max_trials: int = 500, seed: int = 0
 ) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, int]]:
-    """PED-ANOVA importances per Optuna study from `load_optuna_trials`'s frame.
+    """PED-ANOVA importances per Optuna study from `Store.optuna_trials_frame`'s frame.
 
     Returns ({study: {param: importance}}, {study: why skipped}, {study: trials used}). Studies
     with more than `max_trials` completed trials are subsampled (uniformly, seeded) to stay fast.
@@ -235,7 +208,7 @@ def param_importances(
     skipped: dict[str, str] = {}
     used: dict[str, int] = {}
     for name, g in optuna_trials.groupby("study_name", sort=False):
-        done = g[(g["state"] == "COMPLETE") & g["value"].notna()]
+        done = g[(g["state"] == "COMPLETE") & g["value"].notna()]  # Optuna's TrialState name
         params = [p for p in dists if p in g.columns and g[p].notna().any()]
         if len(done) < 2:
             skipped[name] = f"{len(done)} completed trial(s)"

@@ -1,9 +1,10 @@
-"""Synthetic studies for tests and benchmarks: bootstudy's tables and the matching Optuna studies.
+"""Synthetic studies for tests and benchmarks, written through the store like real ones.
 
-Writes with bulk inserts (thousands of trials in seconds): bootstudy's `bootstudy_*` tables and, for
-every arm, an Optuna study `<study>/<arm>` whose trials, params, values and intermediate values are
-inserted straight into Optuna's RDB schema (optuna/storages/_rdb/models.py), so that
-`optuna.load_study(...)` sees exactly the same trials as the report.
+A synthetic study is planned by the real `StudyConfig` of a registered search space (its arms,
+rungs, baselines and main view), its configurations are drawn by the space's own `sample`, and it
+is written with `Store.import_trials`: bootstudy's tables and, for every arm, the Optuna study
+`<study>/<arm>` with its trials, so `optuna.load_study(...)` sees the same trials as the report.
+Thousands of trials take seconds.
 
     >>> url = "sqlite:///runs/bench/demo.db"
     >>> make_synthetic_study(url, "demo", n_trials=200, epochs=20)  # doctest: +SKIP
@@ -15,61 +16,19 @@ import datetime as dt
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import optuna
-import sqlalchemy as sa
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-    distribution_to_json,
-)
-from optuna.study import StudyDirection
 
-from study.engine import make_engine, optuna_storage
-from study.store import Store
+from search_spaces import get_space
+from study.engine import optuna_storage
+from study.plan import StudyConfig
+from study.status import Phase, StudyStatus, TrialStatus
+from study.store import ImportedTrial, Store
 
-__all__ = ["SPACES", "arm_name", "make_synthetic_study", "write_study"]
-
-# Each space: the factors that make an arm and the distributions TPE searches inside each arm.
-SPACES: dict[str, dict[str, Any]] = {
-    "data_fraction": {
-        "factors": {"mode": ["vit", "agent", "shared", "joint"], "data_fraction": [0.1, 0.25, 1.0]},
-        "params": {
-            "lr": FloatDistribution(1e-4, 3e-3, log=True),
-            "weight_decay": FloatDistribution(1e-3, 0.3, log=True),
-        },
-    },
-    "loss_weights": {
-        "factors": {"mode": ["vit", "shared", "joint"]},
-        "params": {
-            "kd_weight": FloatDistribution(0.0, 2.0),
-            "hint_weight": FloatDistribution(0.1, 20.0, log=True),
-            "cls_weight": FloatDistribution(0.25, 1.0),
-        },
-    },
-    "agent_design": {
-        "factors": {"mode": ["vit", "shared", "joint"]},
-        "params": {
-            "agent_stem": CategoricalDistribution(["vit_like", "resnet_like"]),
-            "agent_norm": CategoricalDistribution(["pre", "post"]),
-            "pool_blocks": IntDistribution(0, 3),
-        },
-    },
-    "optimizer": {
-        "factors": {"mode": ["vit", "shared"]},
-        "params": {
-            "lr": FloatDistribution(1e-4, 3e-3, log=True),
-            "weight_decay": FloatDistribution(1e-3, 0.3, log=True),
-            "warmup_epochs": IntDistribution(0, 10),
-            "batch_size": CategoricalDistribution([64, 128, 256]),
-        },
-    },
-}
+__all__ = ["make_synthetic_study", "write_study"]
 
 # Metric names in the order they are logged; vit mode has no agent, so it skips the agent ones.
 METRIC_NAMES = [
@@ -78,32 +37,32 @@ METRIC_NAMES = [
 ]  # fmt: skip
 _MODE_GAIN = {"vit": 0.0, "agent": 0.04, "shared": 0.06, "joint": 0.065}  # paper: agents help most
 _MODE_COST = {"vit": 1.0, "agent": 1.3, "shared": 1.6, "joint": 2.1}  # seconds per epoch, relative
-_STUDY_START = dt.datetime(2025, 1, 1)
+_STUDY_START = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+_GRACE, _REDUCTION_FACTOR = 1, 3  # the synthetic ASHA's
 
 
-def arm_name(factors: dict[str, Any]) -> str:
-    """`{"mode": "shared", "data_fraction": 0.1}` -> `"mode=shared,data_fraction=0.1"`."""
-    return ",".join(f"{k}={v}" for k, v in factors.items())
-
-
-def _bulk_insert(conn: sa.Connection, table: str, columns: Sequence[str], rows: list) -> None:
-    """executemany with the driver's own paramstyle: ~1M rows/s on SQLite, no per-row ORM."""
-    if not rows:
-        return
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    conn.exec_driver_sql(sql, rows)
-
-
-def _ts(conn: sa.Connection, when: dt.datetime):
-    """A naive-UTC time as the driver wants it: SQLAlchemy's text format on SQLite."""
-    if conn.dialect.name == "sqlite":
-        return when.strftime("%Y-%m-%d %H:%M:%S.%f")
-    return when.replace(tzinfo=dt.timezone.utc)
-
-
-def _next_id(conn: sa.Connection, table: str, column: str) -> int:
-    return int(conn.exec_driver_sql(f"SELECT COALESCE(MAX({column}), 0) FROM {table}").scalar()) + 1
+def _plan(
+    space: str,
+    preset: str,
+    epochs: int,
+    arm_values: Mapping[str, Any],
+    trials_per_arm: int = 1,
+    final_seeds: int = 0,
+    grace: int = _GRACE,
+    reduction_factor: float = _REDUCTION_FACTOR,
+) -> StudyConfig:
+    """The study plan of a synthetic study: the preset's grid, or `arm_values` per factor."""
+    return StudyConfig(
+        space=space,
+        name="synthetic",  # the plan's facts do not depend on it; the study keeps its own name
+        preset=preset,
+        epochs=epochs,
+        grace_epochs=min(grace, epochs),
+        reduction_factor=reduction_factor,
+        trials_per_arm=max(trials_per_arm, 1),
+        final_seeds=final_seeds,
+        arm_values=dict(arm_values),
+    )
 
 
 def write_study(
@@ -112,170 +71,152 @@ def write_study(
     trials: list[dict[str, Any]],
     *,
     space: str = "data_fraction",
+    preset: str = "cpu",
     config: dict[str, Any] | None = None,
-    distributions: dict[str, BaseDistribution] | None = None,
+    distributions: dict[str, optuna.distributions.BaseDistribution] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> None:
-    """Write one study: a `bootstudy_studies` row, its trials, metrics and per-arm Optuna studies.
+    """Write one finished study: its row, its trials with their metrics, per-arm Optuna studies.
 
     Each trial is a dict with `arm_json` (factors), `phase`, `status`, `params`, `seed`,
-    `epochs_run`, `best_val_acc`, `final_val_acc`, `test_acc`, `trial_seconds`, and optionally
-    `curves` ({metric name: per-epoch values}), `test_acc_agent`, `error`. Search-phase trials also
-    go into Optuna's tables (state COMPLETE/PRUNED/FAIL, value = final_val_acc).
+    `final_val_acc`, `test_acc`, `trial_seconds`, and optionally `curves` ({metric name:
+    per-epoch values}), `test_acc_agent`, `error`, `optuna_params` (Optuna's labels when they are
+    not the values). Search-phase trials also go into the arm's Optuna study. The study is planned
+    by `space` over the factor values the trials use; `config` overrides the stored config
+    (``epochs``, ``grace_epochs``, ``reduction_factor``, ...) and the plan's budget with it.
     """
-    factors = list(config["arm_factors"]) if config else list(SPACES[space]["factors"])
-    config = {
-        "space": space,
-        "dataset": "fashion_mnist",
-        "preset": "tiny",
-        "epochs": max([t["epochs_run"] for t in trials] + [1]),
-        "grace_epochs": 1,
-        "reduction_factor": 3,
-        "trials_per_arm": 0,
-        "baseline_arm": None,
-        "arm_factors": factors,
-        "objective": "val_acc",
-        **(config or {}),
-    }
-    distributions = distributions or SPACES.get(space, {}).get("params", {})
-    provenance = provenance or {}
-    Store.open(url).close()  # creates (migrates) bootstudy's tables
-    storage = optuna_storage(url)  # creates Optuna's schema and version rows
-    engine = make_engine(url)
-    arms: dict[str, dict[str, Any]] = {}
+    overrides = dict(config or {})
+    factors = list(get_space(space).arms)
+    arm_values: dict[str, list] = {f: [] for f in factors}
     for t in trials:
-        arms.setdefault(arm_name({k: t["arm_json"][k] for k in factors}), t["arm_json"])
+        for f in factors:
+            if t["arm_json"][f] not in arm_values[f]:
+                arm_values[f].append(t["arm_json"][f])
+    plan = _plan(
+        space,
+        preset,
+        epochs=overrides.get("epochs", max([len(_val_curve(t)) for t in trials] + [1])),
+        arm_values=arm_values,
+        grace=overrides.get("grace_epochs", _GRACE),
+        reduction_factor=overrides.get("reduction_factor", _REDUCTION_FACTOR),
+    )
+    if distributions is None:
+        distributions = {d.name: d.optuna() for d in plan.search_space.search}
+    provenance = dict(provenance or {})
+    command = provenance.pop("command", f"python run_study.py --space {space}")
+    provenance = {
+        "code_version": "synthetic-0000000",
+        "package_versions": {"optuna": optuna.__version__},
+        "hardware": {"cpu": "synthetic", "cores": 2},
+        **provenance,
+    }
+    arms = {t_arm: None for t_arm in (_arm_name(t["arm_json"], factors) for t in trials)}
+    storage = optuna_storage(url)  # creates Optuna's schema; its studies through its own API
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        optuna_ids = {
-            arm: storage.create_new_study([StudyDirection.MAXIMIZE], f"{name}/{arm}")
-            for arm in arms
-        }
+        for arm in arms:
+            storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], f"{name}/{arm}")
     finally:
         optuna.logging.set_verbosity(verbosity)
-    storage.engine.dispose()
-    with engine.begin() as conn:
-        study_id = _next_id(conn, "bootstudy_studies", "id")
-        _bulk_insert(
-            conn,
-            "bootstudy_studies",
-            ["id", "name", "space", "dataset", "preset", "command", "config_json", "status"]
-            + ["created_at", "finished_at", "code_version", "package_versions", "hardware"],
-            [
-                (
-                    study_id, name, space, config["dataset"], config["preset"],
-                    provenance.get("command", f"python run_study.py --space {space}"),
-                    json.dumps(config), "FINISHED", _ts(conn, _STUDY_START),
-                    _ts(conn, _STUDY_START + dt.timedelta(days=1)),
-                    provenance.get("code_version", "synthetic-0000000"),
-                    json.dumps(provenance.get("package_versions", {"optuna": optuna.__version__})),
-                    json.dumps(provenance.get("hardware", {"cpu": "synthetic", "cores": 2})),
-                )
-            ],
-        )  # fmt: skip
-        _write_trials(conn, study_id, name, trials, factors, distributions, optuna_ids)
-    engine.dispose()
+        storage.engine.dispose()
+    with Store(url) as store:
+        study = store.create_study(
+            name,
+            space=space,
+            dataset="fashion_mnist",
+            preset=preset,
+            command=command,
+            config={**plan.report_config(), "name": name, **overrides},
+            provenance=provenance,
+            **plan.facts(),
+        )
+        store.import_trials(study, _imported(name, trials, factors, distributions))
+        store.set_study_status(name, StudyStatus.FINISHED)
 
 
-def _write_trials(conn, study_id, name, trials, factors, distributions, optuna_ids) -> None:
-    first_id = _next_id(conn, "bootstudy_trials", "id")
-    first_optuna_id = _next_id(conn, "trials", "trial_id")
-    numbers: dict[str, int] = {}
-    rows, metric_rows = [], []
-    o_trials, o_params, o_values, o_inter = [], [], [], []
-    clock = _STUDY_START
-    for i, t in enumerate(trials):
-        tid = first_id + i
-        arm = arm_name({k: t["arm_json"][k] for k in factors})
-        params = t.get("params", {})
+def _arm_name(factors: Mapping[str, Any], order: list[str]) -> str:
+    return ",".join(f"{k}={factors[k]}" for k in order)
+
+
+def _val_curve(trial: Mapping[str, Any]) -> list[float]:
+    return list(trial.get("curves", {}).get("val_acc", []))
+
+
+def _imported(name, trials, factors, distributions) -> list[ImportedTrial]:
+    out, clock = [], _STUDY_START
+    for t in trials:
+        arm = _arm_name(t["arm_json"], factors)
+        params = dict(t.get("params", {}))
         seconds = float(t.get("trial_seconds", 0.0))
         started, clock = clock, clock + dt.timedelta(seconds=seconds / 4)  # ~4 trials at once
-        finished = started + dt.timedelta(seconds=seconds)
-        trial_config = {**t["arm_json"], **params, "seed": t.get("seed", 0)}
-        config_json = json.dumps(trial_config, sort_keys=True)
-        optuna_tid = study_name = None
-        if t["phase"] == "search":
-            study_name = f"{name}/{arm}"
-            optuna_number = numbers.setdefault(arm, 0)
-            numbers[arm] += 1
-            optuna_tid = first_optuna_id + len(o_trials)
-            state = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED"}.get(t["status"], "FAIL")
-            o_trials.append((optuna_tid, optuna_number, optuna_ids[arm], state,
-                             _ts(conn, started), _ts(conn, finished)))  # fmt: skip
-            for p, v in params.items():
-                d = distributions[p]
-                o_params.append((optuna_tid, p, d.to_internal_repr(v), distribution_to_json(d)))
-            if state == "COMPLETE" and t.get("final_val_acc") is not None:
-                o_values.append((optuna_tid, 0, float(t["final_val_acc"]), "FINITE"))
-            for step, v in enumerate(t.get("curves", {}).get("val_acc", []), start=1):
-                o_inter.append((optuna_tid, step, float(v), "FINITE"))
-        rows.append(
-            (
-                tid, study_id, arm, json.dumps(t["arm_json"]), i, study_name, optuna_tid,
-                f"ray_{tid:08x}", t["phase"], t["status"], json.dumps(params), config_json,
-                hashlib.sha1(config_json.encode()).hexdigest()[:16], t.get("seed", 0),
-                t.get("epochs_run"), t.get("best_val_acc"), t.get("final_val_acc"),
-                t.get("test_acc"), t.get("test_acc_agent"), json.dumps({}), seconds,
-                t.get("error"), None, _ts(conn, started), _ts(conn, finished),
+        config = {**t["arm_json"], **params, "seed": t.get("seed", 0)}
+        config_json = json.dumps(config, sort_keys=True, default=str)
+        search = t["phase"] == Phase.SEARCH
+        out.append(
+            ImportedTrial(
+                arm=arm,
+                arm_factors=t["arm_json"],
+                phase=t["phase"],
+                status=t["status"],
+                params=params,
+                config=config,
+                config_hash=hashlib.sha1(config_json.encode()).hexdigest()[:16],
+                seed=t.get("seed", 0),
+                started_at=started,
+                finished_at=started + dt.timedelta(seconds=seconds),
+                curves={k: [float(v) for v in values] for k, values in t.get("curves", {}).items()},
+                final_val_acc=t.get("final_val_acc"),
+                test_acc=t.get("test_acc"),
+                test_acc_agent=t.get("test_acc_agent"),
+                trial_seconds=seconds,
+                result={},
+                error=t.get("error"),
+                optuna_study_name=f"{name}/{arm}" if search else None,
+                optuna_params=t.get("optuna_params", params) if search else {},
+                distributions=distributions if search else {},
             )
-        )  # fmt: skip
-        for metric, values in t.get("curves", {}).items():
-            metric_rows.extend((tid, e + 1, metric, float(v)) for e, v in enumerate(values))
-    _bulk_insert(
-        conn,
-        "bootstudy_trials",
-        ["id", "study_id", "arm", "arm_json", "number", "optuna_study_name", "optuna_trial_id"]
-        + ["ray_trial_id", "phase", "status", "params_json", "config_json", "config_hash", "seed"]
-        + ["epochs_run", "best_val_acc", "final_val_acc", "test_acc", "test_acc_agent"]
-        + ["result_json", "trial_seconds", "error", "reused_from", "started_at", "finished_at"],
-        rows,
-    )
-    _bulk_insert(
-        conn, "bootstudy_trial_metrics", ["trial_id", "epoch", "name", "value"], metric_rows
-    )
-    _bulk_insert(
-        conn,
-        "trials",
-        ["trial_id", "number", "study_id", "state", "datetime_start", "datetime_complete"],
-        o_trials,
-    )
-    _bulk_insert(
-        conn,
-        "trial_params",
-        ["trial_id", "param_name", "param_value", "distribution_json"],
-        o_params,
-    )
-    _bulk_insert(conn, "trial_values", ["trial_id", "objective", "value", "value_type"], o_values)
-    _bulk_insert(
-        conn,
-        "trial_intermediate_values",
-        ["trial_id", "step", "intermediate_value", "intermediate_value_type"],
-        o_inter,
-    )
+        )
+    return out
 
 
-def _sample_params(rng: np.random.Generator, distributions: dict[str, BaseDistribution]):
-    """One random configuration and its quality penalty (0 at each parameter's sweet spot)."""
-    params, penalty = {}, 0.0
-    for i, (p, d) in enumerate(distributions.items()):
-        weight = 0.08 / (i + 1)  # the first parameter matters most, so importance has an answer
-        if isinstance(d, CategoricalDistribution):
-            k = int(rng.integers(len(d.choices)))
-            params[p] = d.choices[k]
-            penalty += weight * k / max(len(d.choices) - 1, 1)
-            continue
-        lo, hi = (math.log(d.low), math.log(d.high)) if d.log else (d.low, d.high)
-        u = rng.uniform()
+class _RandomTrial:
+    """Stands in for an `optuna.Trial` in `SearchSpace.sample`: uniform draws (log-uniform where
+    the distribution is log), remembering each label and where in its range it fell (0..1)."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.params: dict[str, Any] = {}  # Optuna's labels
+        self.position: dict[str, float] = {}
+
+    def suggest_float(self, name: str, low: float, high: float, log: bool = False) -> float:
+        u = float(self.rng.uniform())
+        lo, hi = (math.log(low), math.log(high)) if log else (low, high)
         x = lo + u * (hi - lo)
-        x = math.exp(x) if d.log else x
-        if isinstance(d, IntDistribution):
-            x = int(round(x))
-        else:
-            x = float(f"{x:.4g}")
-        params[p] = x
-        penalty += weight * 4 * (u - 0.6) ** 2
-    return params, penalty
+        value = min(max(float(f"{math.exp(x) if log else x:.4g}"), low), high)
+        return self._keep(name, value, u)
+
+    def suggest_int(self, name: str, low: int, high: int, log: bool = False) -> int:
+        value = round(self.suggest_float(name, low, high, log))
+        return self._keep(name, value, self.position[name])
+
+    def suggest_categorical(self, name: str, choices: list) -> Any:
+        k = int(self.rng.integers(len(choices)))
+        return self._keep(name, choices[k], k / max(len(choices) - 1, 1))
+
+    def _keep(self, name: str, value: Any, position: float) -> Any:
+        self.params[name], self.position[name] = value, position
+        return value
+
+
+def _penalty(trial: _RandomTrial, categorical: set[str]) -> float:
+    """The quality lost by a configuration: 0 at each parameter's sweet spot; the first parameter
+    matters most, so importance has an answer."""
+    penalty = 0.0
+    for i, (name, u) in enumerate(trial.position.items()):
+        weight = 0.08 / (i + 1)
+        penalty += weight * (u if name in categorical else 4 * (u - 0.6) ** 2)
+    return penalty
 
 
 def _curves(rng, mode: str, quality: float, epochs: int, metrics: int) -> dict[str, np.ndarray]:
@@ -302,14 +243,6 @@ def _curves(rng, mode: str, quality: float, epochs: int, metrics: int) -> dict[s
     return {n: np.round(series[n], 6) for n in names}
 
 
-def _rungs(grace: int, rf: int, max_t: int) -> list[int]:
-    out, r = [], grace
-    while r < max_t:
-        out.append(r)
-        r *= rf
-    return out
-
-
 def make_synthetic_study(
     url: str,
     name: str,
@@ -322,71 +255,74 @@ def make_synthetic_study(
     final_seeds: int = 3,
     pruning: bool = True,
     failure_rate: float = 0.01,
+    preset: str = "cpu",
+    arm_values: Mapping[str, Any] | None = None,
 ) -> None:
     """Simulate a whole study (search with ASHA, then a seeded final phase) and write it to `url`.
 
-    `n_trials` search trials are spread over the space's arms; each arm's best configuration is
-    re-run with `final_seeds` seeds and evaluated on test. With `pruning=False` every search trial
-    runs all `epochs` (the worst case for the size of the metrics table).
+    `n_trials` search trials are spread over the arms of `space` (the `preset`'s grid, or
+    `arm_values` per factor); each arm's best configuration is re-run with `final_seeds` seeds and
+    evaluated on test. With `pruning=False` every search trial runs all `epochs` (the worst case
+    for the size of the metrics table).
     """
-    if space not in SPACES:
-        raise ValueError(f"unknown space {space!r}; known: {sorted(SPACES)}")
+    arms = _plan(space, preset, epochs, arm_values or {}).arms()
+    trials_per_arm = math.ceil(n_trials / len(arms))
+    plan = _plan(space, preset, epochs, arm_values or {}, trials_per_arm, final_seeds)
+    search_space = plan.search_space
+    categorical = {d.name for d in search_space.search if not hasattr(d, "low")}
+    fixed_mode = search_space.fixed.get("mode", "shared")
     rng = np.random.default_rng(seed)
-    spec = SPACES[space]
-    grace, rf = 1, 3
-    rungs = _rungs(grace, rf, epochs) if pruning else []
-    arms = [
-        dict(zip(spec["factors"], values, strict=True))
-        for values in _product(spec["factors"].values())
-    ]
+    rungs = plan.rungs() if pruning else []
     trials: list[dict[str, Any]] = []
-    best: dict[int, tuple[float, dict, float]] = {}
+    best: dict[int, tuple[float, dict]] = {}
     recorded: dict[tuple[int, int], list[float]] = {}
     for i in range(n_trials):
         a = i % len(arms)
-        factors = arms[a]
-        mode = factors.get("mode", "shared")
+        factors = arms[a].factors
+        mode = factors.get("mode", fixed_mode)
         fraction = float(factors.get("data_fraction", 1.0))
-        params, penalty = _sample_params(rng, spec["params"])
-        quality = 0.62 + 0.28 * fraction**0.35 + _MODE_GAIN[mode] * (2 - fraction) - penalty
+        drawn = _RandomTrial(rng)
+        params = search_space.sample(drawn)
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+        quality = 0.62 + 0.28 * fraction**0.35 + _MODE_GAIN[mode] * (2 - fraction)
+        quality -= _penalty(drawn, categorical)
         quality = float(np.clip(quality + rng.normal(0, 0.01), 0.05, 0.99))
         curves = _curves(rng, mode, quality, epochs, metrics)
-        status, stop = "COMPLETE", epochs
+        status, stop = TrialStatus.COMPLETE, epochs
         for r in rungs:
             seen = recorded.setdefault((a, r), [])
             value = float(curves["val_acc"][r - 1])
             seen.append(value)
+            rf = plan.reduction_factor
             if len(seen) > rf and value < np.quantile(seen, 1 - 1 / rf):
-                status, stop = "PRUNED", r
+                status, stop = TrialStatus.PRUNED, r
                 break
         error = None
         if rng.uniform() < failure_rate:
-            status, stop = "FAILED", int(rng.integers(1, stop + 1))
+            status, stop = TrialStatus.FAILED, int(rng.integers(1, stop + 1))
             error = f"NonFiniteLoss: non-finite loss at epoch {stop}, step 12 (loss=nan)"
         curves = {k: v[:stop] for k, v in curves.items()}
-        val = curves["val_acc"]
         trials.append(
             {
-                "arm_json": factors, "phase": "search", "status": status, "params": params,
-                "seed": 0, "epochs_run": stop, "best_val_acc": float(val.max()),
-                "final_val_acc": float(val[-1]), "test_acc": None,
+                "arm_json": factors, "phase": Phase.SEARCH, "status": status, "params": params,
+                "optuna_params": dict(drawn.params), "seed": 0,
+                "final_val_acc": float(curves["val_acc"][-1]), "test_acc": None,
                 "trial_seconds": float(curves.get("epoch_seconds", np.full(stop, 30.0)).sum()),
                 "curves": curves, "error": error,
             }
         )  # fmt: skip
-        if status == "COMPLETE" and quality > best.get(a, (-1.0,))[0]:
-            best[a] = (quality, params, float(val[-1]))
-    for a, (quality, params, _) in sorted(best.items()):
-        mode = arms[a].get("mode", "shared")
+        if status == TrialStatus.COMPLETE and quality > best.get(a, (-1.0,))[0]:
+            best[a] = (quality, params)
+    for a, (quality, params) in sorted(best.items()):
+        mode = arms[a].factors.get("mode", fixed_mode)
         for s in range(1, final_seeds + 1):
             q = float(np.clip(quality - 0.01 + rng.normal(0, 0.006), 0.05, 0.99))
             curves = _curves(rng, mode, q, epochs, metrics)
             test = float(np.clip(q + rng.normal(0, 0.004), 0, 1))
             trials.append(
                 {
-                    "arm_json": arms[a], "phase": "final", "status": "COMPLETE",
-                    "params": params, "seed": s, "epochs_run": epochs,
-                    "best_val_acc": float(curves["val_acc"].max()),
+                    "arm_json": arms[a].factors, "phase": Phase.FINAL,
+                    "status": TrialStatus.COMPLETE, "params": params, "seed": s,
                     "final_val_acc": float(curves["val_acc"][-1]), "test_acc": test,
                     "test_acc_agent": None if mode == "vit" else test + 0.01,
                     "trial_seconds": float(epochs * 30 * _MODE_COST[mode]), "curves": curves,
@@ -394,17 +330,9 @@ def make_synthetic_study(
             )  # fmt: skip
     config = {
         "epochs": epochs,
-        "grace_epochs": grace,
-        "reduction_factor": rf,
-        "trials_per_arm": math.ceil(n_trials / len(arms)),
-        "arm_factors": list(spec["factors"]),
-        "baseline_arm": None,
+        "grace_epochs": plan.grace_epochs,
+        "reduction_factor": plan.reduction_factor,
+        "trials_per_arm": plan.trials_per_arm,
+        "final_seeds": final_seeds,
     }
-    write_study(url, name, trials, space=space, config=config, distributions=spec["params"])
-
-
-def _product(lists: Iterable[Sequence[Any]]) -> list[tuple]:
-    out: list[tuple] = [()]
-    for values in lists:
-        out = [prefix + (v,) for prefix in out for v in values]
-    return out
+    write_study(url, name, trials, space=space, preset=preset, config=config)

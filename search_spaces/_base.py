@@ -48,6 +48,12 @@ class Float:
     def sample(self, trial) -> float:
         return trial.suggest_float(self.name, self.low, self.high, log=self.log)
 
+    def optuna(self):
+        """The Optuna distribution `sample` draws from."""
+        from optuna.distributions import FloatDistribution
+
+        return FloatDistribution(self.low, self.high, log=self.log)
+
 
 @dataclass(frozen=True)
 class Int:
@@ -59,6 +65,12 @@ class Int:
 
     def sample(self, trial) -> int:
         return trial.suggest_int(self.name, self.low, self.high, log=self.log)
+
+    def optuna(self):
+        """The Optuna distribution `sample` draws from."""
+        from optuna.distributions import IntDistribution
+
+        return IntDistribution(self.low, self.high, log=self.log)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,12 @@ class Categorical:
     def sample(self, trial) -> Any:
         label = trial.suggest_categorical(self.name, list(self.choices))
         return self.values[label] if self.values else label
+
+    def optuna(self):
+        """The Optuna distribution `sample` draws from (over the labels)."""
+        from optuna.distributions import CategoricalDistribution
+
+        return CategoricalDistribution(list(self.choices))
 
 
 Distribution = Float | Int | Categorical
@@ -113,6 +131,8 @@ class SearchSpace:
     arm_overrides: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # per-arm fixed values
     objective: str = "val_acc"  # maximised
     baseline: dict[str, Any] | None = None  # factor values of the reference arm, e.g. mode=vit
+    main_view: str = "arms"  # the report's main figure (reports.main_views): "fraction_curve"
+    #                          for accuracy against data fraction, "arms" for effects and bars
     budgets: dict[str, Budget] = field(default_factory=dict)  # preset -> budget
 
     def __post_init__(self) -> None:
@@ -182,13 +202,6 @@ class SearchSpace:
         values.update(arm.factors)
         values.update(params)
         return TrainConfig.from_dict(values)
-
-    def baseline_arm(self, arm: Arm) -> Arm | None:
-        """The arm this one is compared with: the baseline's factors, the others kept."""
-        if not self.baseline:
-            return None
-        other = Arm({**arm.factors, **self.baseline})
-        return None if other == arm else other
 
 
 SPACES: Registry[SearchSpace] = Registry("search space")

@@ -82,6 +82,7 @@ def data_fraction() -> SearchSpace:
         search=(LR, WEIGHT_DECAY),
         arm_overrides=per_mode_weights,
         baseline={"mode": "vit"},
+        main_view="fraction_curve",
         budgets=budgets(
             (2, 3, 8),
             final_seeds=(2, 3),

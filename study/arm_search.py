@@ -24,17 +24,14 @@ from optuna.trial import TrialState
 
 from search_spaces import Arm
 from study.plan import StudyConfig
+from study.status import TERMINAL, Phase, TrialStatus
 from study.store import STALE_ERROR, Store, StudyRecord
 from trainers.config import config_hash
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials, not Optuna
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-__all__ = ["ArmSearch", "TrialSpec", "TERMINAL_STATUSES", "HASH_EXCLUDED"]
-
-# Statuses that use up an arm's budget. FAILED ones do too, except stale ones (driver died), which
-# resume re-runs; a trial that raised would raise again.
-TERMINAL_STATUSES = ("COMPLETE", "PRUNED", "REUSED", "FAILED")
+__all__ = ["ArmSearch", "TrialSpec", "HASH_EXCLUDED"]
 
 # Fields that do not change what a trial computes: left out of the dedup hash.
 HASH_EXCLUDED = ("data_dir", "device", "eval_batch_size", "compile")
@@ -46,7 +43,7 @@ class TrialSpec:
 
     number: int
     arm: Arm
-    phase: str  # search | final
+    phase: Phase
     params: dict[str, Any]
     train: dict[str, Any]  # resolved TrainConfig
     config_hash: str
@@ -60,7 +57,7 @@ class TrialSpec:
                 "number": self.number,
                 "arm": self.arm.name,
                 "arm_factors": self.arm.factors,
-                "phase": self.phase,
+                "phase": str(self.phase),
                 "params": self.params,
                 "config_hash": self.config_hash,
                 "optuna_trial_id": self.optuna_trial._trial_id if self.optuna_trial else None,
@@ -103,7 +100,7 @@ class ArmSearch:
                 direction="maximize",
                 load_if_exists=True,
             )
-        done = _finished(store.trials_frame(study.name), "search")
+        done = _finished(store.trials_frame(study.name), Phase.SEARCH)
         self.assigned = {arm.name: int((done["arm"] == arm.name).sum()) for arm in self.arms}
         self.next_number = store.next_trial_number(study)
         self.pending: dict[int, TrialSpec] = {}
@@ -132,7 +129,7 @@ class ArmSearch:
             study = self.studies[arm.name]
             trial = study.ask()
             params = self.space.sample(trial)
-            spec = self._spec(arm, "search", params, seed=self.config.seed, trial=trial)
+            spec = self._spec(arm, Phase.SEARCH, params, seed=self.config.seed, trial=trial)
             if self._reuse(spec):
                 continue
             self.pending[spec.number] = spec
@@ -144,7 +141,7 @@ class ArmSearch:
         (arm, seed) pairs the study already has (a resumed study) are not run again; stale ones
         (their driver died) are.
         """
-        final = _finished(self.store.trials_frame(self.study.name), "final")
+        final = _finished(self.store.trials_frame(self.study.name), Phase.FINAL)
         done = set(zip(final["arm"], final["seed"], strict=True))
         specs = []
         for arm in self.arms:
@@ -155,7 +152,7 @@ class ArmSearch:
                 seed = self.config.seed + 1000 + i
                 if (arm.name, seed) in done:
                     continue
-                spec = self._spec(arm, "final", best, seed=seed)
+                spec = self._spec(arm, Phase.FINAL, best, seed=seed)
                 if not self._reuse(spec):
                     specs.append(spec)
                     self.pending[spec.number] = spec
@@ -184,7 +181,7 @@ class ArmSearch:
             return None
         return min(open_arms, key=lambda a: self.assigned[a.name])  # round-robin, fewest first
 
-    def _spec(self, arm: Arm, phase: str, params: dict[str, Any], seed: int, trial=None):
+    def _spec(self, arm: Arm, phase: Phase, params: dict[str, Any], seed: int, trial=None):
         base = {**self.config.trainer_base(), "seed": seed}
         train = self.space.trial_config(
             self.config.preset, arm, params, base, self.config.overrides
@@ -247,32 +244,33 @@ class ArmSearch:
         for future in writes:
             future.result()
 
-    def on_complete(self, number: int, last: dict[str, Any] | None, error: bool) -> str:
-        """Tell Optuna how the trial ended; return our status (COMPLETE | PRUNED | FAILED)."""
+    def on_complete(self, number: int, last: dict[str, Any] | None, error: bool) -> TrialStatus:
+        """Tell Optuna how the trial ended; return our status (COMPLETE, PRUNED or FAILED)."""
         if last:  # Ray hands the final result to on_complete only, not to on_result
             self.on_result(number, last)
         spec = self.pending.pop(number, None)
         epochs = int(last["epoch"]) if last and "epoch" in last else 0
         value = last.get(self.space.objective) if last else None
         if error:
-            status = "FAILED"
+            status = TrialStatus.FAILED
         elif epochs >= self.config.epochs and value is not None and math.isfinite(value):
-            status = "COMPLETE"
+            status = TrialStatus.COMPLETE
         else:
-            status = "PRUNED"  # stopped by ASHA before max_t
+            status = TrialStatus.PRUNED  # stopped by ASHA before max_t
         if spec is not None and spec.optuna_trial is not None:
             study = self.studies[spec.arm.name]
-            if status == "COMPLETE":  # queued after the trial's reports: same writer, in order
+            if status == TrialStatus.COMPLETE:  # queued after the trial's reports, in order
                 self._write(study.tell, spec.optuna_trial, float(value))
             else:
-                state = TrialState.FAIL if status == "FAILED" else TrialState.PRUNED
+                state = TrialState.FAIL if status == TrialStatus.FAILED else TrialState.PRUNED
                 self._write(study.tell, spec.optuna_trial, state=state)
         return status
 
 
-def _finished(frame: pd.DataFrame, phase: str) -> pd.DataFrame:
-    """The phase's trials that count as done: terminal, and not stale (the driver died)."""
-    done = frame[frame["status"].isin(TERMINAL_STATUSES) & (frame["phase"] == phase)]
+def _finished(frame: pd.DataFrame, phase: Phase) -> pd.DataFrame:
+    """The phase's trials that use up its budget: terminal, and not stale (the driver died, so
+    resume re-runs them); FAILED ones count too, as a trial that raised would raise again."""
+    done = frame[frame["status"].isin(TERMINAL) & (frame["phase"] == phase)]
     return done[~done["error"].fillna("").str.startswith(STALE_ERROR)]
 
 

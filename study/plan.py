@@ -12,7 +12,7 @@ from search_spaces import Arm, SearchSpace, get_space
 from trainers.config import strict_from_dict
 from trainers.errors import ConfigError
 
-__all__ = ["StudyConfig", "DEFAULT_STORAGE", "resolve_preset"]
+__all__ = ["StudyConfig", "DEFAULT_STORAGE", "resolve_preset", "asha_rungs"]
 
 DEFAULT_STORAGE = "sqlite:///runs/studies.db"  # embedded, nothing to start
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
@@ -139,36 +139,64 @@ class StudyConfig:
             base["device"] = "cpu"
         return base
 
-    def optuna_study_name(self, arm: Arm) -> str:
-        return f"{self.name}/{arm.name}"
+    def optuna_study_name(self, arm: Arm | str) -> str:
+        """The Optuna study of one arm (an `Arm` or its name): "<study>/<arm>"."""
+        return f"{self.name}/{arm.name if isinstance(arm, Arm) else arm}"
 
     def rungs(self) -> list[int]:
-        """The epochs at which ASHA decides: the first epoch >= grace x rf^k, below max epochs."""
-        out, t = [], float(self.grace_epochs)
-        while t < self.epochs:
-            out.append(math.ceil(t - 1e-9))
-            t *= self.reduction_factor
-        return sorted(set(out))
+        """The epochs at which ASHA decides (see `asha_rungs`)."""
+        return asha_rungs(self.grace_epochs, self.reduction_factor, self.epochs)
+
+    def baselines(self) -> dict[str, str | None]:
+        """Each arm's baseline arm: the arm with the space's baseline factor values, its other
+        factors kept (mode=vit at the same fraction); None for a baseline itself, for every arm
+        of a space without a baseline, and where the grid lacks the twin (e.g. --arm mode=shared).
+        """
+        baseline = self.search_space.baseline or {}
+        arms = self.arms()
+        names = {tuple(a.factors.items()): a.name for a in arms}
+        out: dict[str, str | None] = {}
+        for arm in arms:
+            twin = {**arm.factors, **{k: v for k, v in baseline.items() if k in arm.factors}}
+            match = names.get(tuple(twin.items())) if baseline else None
+            out[arm.name] = None if match == arm.name else match
+        return out
+
+    def facts(self) -> dict[str, Any]:
+        """What the study row stores beside the config, computed here once and read everywhere
+        else: ASHA's rungs, each arm's baseline and the report's main view."""
+        return {
+            "rungs": self.rungs(),
+            "baselines": self.baselines(),
+            "main_view": self.search_space.main_view,
+        }
 
     def report_config(self) -> dict[str, Any]:
-        """What the study row stores: this config plus what reports need to read it alone."""
+        """What the study row stores as its config: this one plus what a reader needs alone."""
         space = self.search_space
-        baseline = None
-        if space.baseline:
-            arms = self.arms()
-            candidates = [
-                a for a in arms if all(a.factors.get(k) == v for k, v in space.baseline.items())
-            ]
-            baseline = candidates[0].name if candidates else None
         return {
             **self.to_dict(),
             "arm_factors": list(space.arms),
             "arms": [a.name for a in self.arms()],
-            "baseline": space.baseline,
-            "baseline_arm": baseline,
             "objective": space.objective,
-            "rungs": self.rungs(),
         }
+
+
+def asha_rungs(grace: int, reduction_factor: float, max_epochs: int) -> list[int]:
+    """The epochs at which ASHA decides: the first epoch >= grace x rf^k, below `max_epochs`.
+
+    Ray's ASHA keeps its milestones as grace x rf^k (not whole numbers when rf is not an integer)
+    and records a trial at its first result with epoch >= the milestone; a trial that reaches
+    `max_epochs` has completed, so that milestone decides nothing.
+
+    >>> asha_rungs(1, 3, 50), asha_rungs(2, 1.5, 10)
+    ([1, 3, 9, 27], [2, 3, 5, 7])
+    """
+    out, t = set(), float(max(grace, 1))
+    while t < max_epochs and reduction_factor > 1:
+        out.add(math.ceil(t - 1e-9))
+        t *= reduction_factor
+    return sorted(out)
 
 
 def resolve_preset(preset: str, gpus_per_trial: float) -> tuple[str, str | None]:

@@ -27,6 +27,7 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from study.status import TrialStatus
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 
@@ -134,7 +135,7 @@ class ArmSearcher(Searcher):
         self.search = search
         self.specs = list(specs) if specs is not None else None
         self.numbers: dict[str, int] = {}
-        self.status: dict[str, str] = {}  # trial id -> COMPLETE | PRUNED | FAILED, for the writer
+        self.status: dict[str, TrialStatus] = {}  # trial id -> how it ended, for the writer
 
     # Ray pickles the Tuner (searcher included) for its own restore. bootstudy resumes from the
     # store instead, so the live Optuna/SQL handles are simply left out of what Ray saves.
@@ -246,7 +247,7 @@ class StoreCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._flush(trial.trial_id)
-        status = self.searcher.status.pop(trial.trial_id, "COMPLETE")
+        status = self.searcher.status.pop(trial.trial_id, TrialStatus.COMPLETE)
         payload = self.last.pop(trial.trial_id, None) or {}
         final = payload.get("result") or {}
         metrics = payload.get("metrics") or {}
@@ -273,12 +274,14 @@ class StoreCallback(tune.Callback):
         error = _error_text(trial)
         self.store.finish_trial(
             self.rows[trial.trial_id],
-            "FAILED",
+            TrialStatus.FAILED,
             error=error,
             trial_seconds=self._seconds(trial),
             final_val_acc=(payload.get("metrics") or {}).get("val_acc"),
         )
-        self.on_event("end", self._info(trial, status="FAILED", error=error.splitlines()[-1]))
+        self.on_event(
+            "end", self._info(trial, status=TrialStatus.FAILED, error=error.splitlines()[-1])
+        )
 
     def _seconds(self, trial) -> float:
         return time.monotonic() - self.started.get(trial.trial_id, time.monotonic())

@@ -7,9 +7,9 @@ URL, dataset) is checked before the study row is created.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,8 @@ from study.arm_search import ArmSearch
 from study.engine import mask_password, optuna_storage
 from study.live import LiveView
 from study.plan import StudyConfig
-from study.store import Store, fail_stale_optuna_trials
+from study.status import HAS_RESULT, TRAINED, Phase, StudyStatus
+from study.store import Store, StudyRecord, fail_stale_optuna_trials
 from trainers.datasets import load_dataset
 from trainers.errors import ConfigError
 
@@ -33,7 +34,6 @@ class StudySummary:
     counts: dict[str, int]  # status -> trials
     best: dict[str, dict[str, Any]]  # arm -> best trial (params, val_acc, test_acc)
     seconds: float
-    report_path: str | None
 
 
 def dashboard_command(storage: str) -> str:
@@ -47,11 +47,11 @@ def run_study(
     resume: bool = False,
     train_fn=None,
     out=sys.stdout,
-    build_report: bool = True,
 ) -> StudySummary:
     """Run (or resume) the study `config` describes; returns what it found.
 
-    `train_fn` replaces the trainer (tests drive the orchestration with hand-made curves).
+    `train_fn` replaces the trainer (tests drive the orchestration with hand-made curves). The
+    report is not built here: `run_study.py` builds it from the store afterwards.
     """
     started = time.monotonic()
     _check_writable(config.results_dir)
@@ -84,7 +84,7 @@ def run_study(
     except BaseException:
         shutdown()
         raise
-    status = "INTERRUPTED"
+    status = StudyStatus.INTERRUPTED
     live = None
     try:
         info = provenance.collect()
@@ -93,7 +93,7 @@ def run_study(
         if resume:
             stale = store.mark_stale_running(study.id)
             fail_stale_optuna_trials(storage, [config.optuna_study_name(a) for a in config.arms()])
-            store.set_study_status(config.name, "RUNNING", finished=False)
+            store.set_study_status(config.name, StudyStatus.RUNNING, finished=False)
             print(f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out)
         else:
             study = store.create_study(
@@ -104,15 +104,18 @@ def run_study(
                 command,
                 config.report_config(),
                 info,
+                **config.facts(),
             )
         search = ArmSearch(config, store, study, storage, code)
         live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
-        _run_phase(ray_tune, config, search, store, study.id, live, data, train_fn, final=False)
+        phases = _Phases(config, study, store, search, live, data, train_fn)
+        phases.run_search()
         if config.final_seeds:
-            _run_phase(ray_tune, config, search, store, study.id, live, data, train_fn, final=True)
-        status = "FINISHED"
+            phases.run_final()
+        status = StudyStatus.FINISHED
     except BaseException:
-        status = "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else status
+        if not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            status = StudyStatus.FAILED
         raise
     finally:
         if study is not None:
@@ -122,10 +125,6 @@ def run_study(
             live.close()
 
     summary = _summarise(store, config, time.monotonic() - started, search.reused)
-    report_path = None
-    if build_report:
-        report_path = _report(config, out)
-    summary = StudySummary(**{**summary.__dict__, "report_path": report_path})
     _print_summary(summary, config, out)
     return summary
 
@@ -161,50 +160,73 @@ def _check_writable(directory: str) -> None:
         raise ConfigError(f"cannot write results under '{directory}': {err.strerror}") from None
 
 
-def _run_phase(ray_tune, config, search, store, study_id, live, data, train_fn, final: bool):
-    if final:
-        specs = search.final_trials()
-        if not specs:
-            return
-        searcher = ray_tune.ArmSearcher(search, specs)
-        scheduler, samples = None, len(specs)
-        live.phase("final: best config per arm on new seeds, evaluated on test")
-    else:
-        searcher = ray_tune.ArmSearcher(search)
-        history = _history(store, config, study_id)
-        scheduler = ray_tune.PerArmASHA(
-            search.space.objective,
-            config.epochs,
-            config.grace_epochs,
-            config.reduction_factor,
-            history=history,
-        )
-        samples = search.remaining()
+@dataclass
+class _Phases:
+    """The two phases of one study run, and what both use (Ray is imported only in here)."""
+
+    config: StudyConfig
+    study: StudyRecord
+    store: Store
+    search: ArmSearch
+    live: LiveView
+    data: Any
+    train_fn: Callable[..., dict[str, Any]] | None
+
+    def run_search(self) -> None:
+        from study import ray_tune
+
+        samples = self.search.remaining()
         if samples == 0:
             return
-        live.phase(f"search: {len(search.arms)} arm(s) x {config.trials_per_arm} trial(s)")
-    callback = ray_tune.StoreCallback(
-        store, study_id, searcher, lambda arm: f"{config.name}/{arm}", on_event=live.event
-    )
-    concurrency = config.concurrency or _default_concurrency(ray_tune, config)
-    ray_tune.run_trials(
-        name=f"{config.name}-{'final' if final else 'search'}-{int(time.time())}",
-        searcher=searcher,
-        scheduler=scheduler,
-        callback=callback,
-        data=data,
-        num_samples=samples,
-        concurrency=concurrency,
-        cpus_per_trial=config.cpus_per_trial,
-        gpus_per_trial=config.gpus_per_trial,
-        retries=config.retries,
-        results_dir=config.results_dir,
-        train_fn=train_fn,
-    )
-    search.drain()  # every Optuna write of the phase is in before the next phase asks
+        scheduler = ray_tune.PerArmASHA(
+            self.search.space.objective,
+            self.config.epochs,
+            self.config.grace_epochs,
+            self.config.reduction_factor,
+            history=_history(self.store, self.config),
+        )
+        self.live.phase(
+            f"search: {len(self.search.arms)} arm(s) x {self.config.trials_per_arm} trial(s), "
+            f"ASHA rungs at epochs {', '.join(map(str, self.study.rungs)) or 'none'}"
+        )
+        self._run(Phase.SEARCH, ray_tune.ArmSearcher(self.search), scheduler, samples)
+
+    def run_final(self) -> None:
+        from study import ray_tune
+
+        specs = self.search.final_trials()
+        if not specs:
+            return
+        self.live.phase("final: best config per arm on new seeds, evaluated on test")
+        self._run(Phase.FINAL, ray_tune.ArmSearcher(self.search, specs), None, len(specs))
+
+    def _run(self, phase: Phase, searcher, scheduler, samples: int) -> None:
+        from study import ray_tune
+
+        config = self.config
+        callback = ray_tune.StoreCallback(
+            self.store, self.study.id, searcher, config.optuna_study_name, self.live.event
+        )
+        ray_tune.run_trials(
+            name=f"{config.name}-{phase}-{int(time.time())}",
+            searcher=searcher,
+            scheduler=scheduler,
+            callback=callback,
+            data=self.data,
+            num_samples=samples,
+            concurrency=config.concurrency or _default_concurrency(config),
+            cpus_per_trial=config.cpus_per_trial,
+            gpus_per_trial=config.gpus_per_trial,
+            retries=config.retries,
+            results_dir=config.results_dir,
+            train_fn=self.train_fn,
+        )
+        self.search.drain()  # every Optuna write of the phase is in before the next phase asks
 
 
-def _default_concurrency(ray_tune, config: StudyConfig) -> int:
+def _default_concurrency(config: StudyConfig) -> int:
+    from study import ray_tune
+
     resources = ray_tune.cluster_resources()
     by_cpu = int(resources.get("CPU", 1) // config.cpus_per_trial)
     if config.gpus_per_trial > 0:
@@ -212,7 +234,7 @@ def _default_concurrency(ray_tune, config: StudyConfig) -> int:
     return max(1, by_cpu)
 
 
-def _history(store: Store, config: StudyConfig, study_id: int) -> dict[str, list[dict[int, float]]]:
+def _history(store: Store, config: StudyConfig) -> dict[str, list[dict[int, float]]]:
     """Earlier trials' objective per epoch and arm: a resumed study's ASHA rungs start there."""
     trials = store.trials_frame(config.name)
     if trials.empty:
@@ -220,7 +242,7 @@ def _history(store: Store, config: StudyConfig, study_id: int) -> dict[str, list
     metrics = store.metrics_frame(config.name)
     objective = config.search_space.objective
     metrics = metrics[metrics["name"] == objective]
-    done = trials[trials["status"].isin(("COMPLETE", "PRUNED")) & (trials["phase"] == "search")]
+    done = trials[trials["status"].isin(TRAINED) & (trials["phase"] == Phase.SEARCH)]
     arm_of = dict(zip(done["id"], done["arm"], strict=True))
     out: dict[str, list[dict[int, float]]] = {}
     for trial_id, rows in metrics[metrics["trial_id"].isin(arm_of)].groupby("trial_id"):
@@ -230,37 +252,23 @@ def _history(store: Store, config: StudyConfig, study_id: int) -> dict[str, list
 
 
 def _summarise(store: Store, config: StudyConfig, seconds: float, reused: int) -> StudySummary:
-    trials = store.trials_frame(config.name)
+    trials = store.trials_frame(config.name, parsed=True)
     counts = {str(k): int(v) for k, v in trials["status"].value_counts().items()}
     best: dict[str, dict[str, Any]] = {}
-    search = trials[(trials["phase"] == "search") & trials["status"].isin(("COMPLETE", "REUSED"))]
+    search = trials[(trials["phase"] == Phase.SEARCH) & trials["status"].isin(HAS_RESULT)]
     for arm, rows in search.groupby("arm"):
         top = rows.sort_values("final_val_acc", ascending=False).iloc[0]
-        final = trials[(trials["phase"] == "final") & (trials["arm"] == arm)]
+        final = trials[(trials["phase"] == Phase.FINAL) & (trials["arm"] == arm)]
         final_test = final["test_acc"].dropna()
         best[arm] = {
             "trial": int(top["number"]),
-            "params": json.loads(top["params_json"]) if "params_json" in top else {},
+            "params": top["params"] or {},
             "val_acc": float(top["final_val_acc"]),
             "test_acc": float(top["test_acc"]) if top["test_acc"] == top["test_acc"] else None,
             "final_test_acc_mean": float(final_test.mean()) if len(final_test) else None,
             "final_n": int(len(final_test)),
         }
-    return StudySummary(config.name, config.storage, counts, best, seconds, None)
-
-
-def _report(config: StudyConfig, out) -> str | None:
-    try:
-        from reports import build_report, default_out_path
-    except ImportError:
-        return None
-    try:
-        out_path = Path(config.results_dir) / "reports" / default_out_path(config.name).name
-        path = Path(build_report(config.name, config.storage, out_path)).resolve()
-    except Exception as err:  # a report bug must not hide a finished study's results
-        print(f"warning: the report could not be built: {err}", file=out)
-        return None
-    return str(path)
+    return StudySummary(config.name, config.storage, counts, best, seconds)
 
 
 def _print_summary(summary: StudySummary, config: StudyConfig, out) -> None:
@@ -281,8 +289,6 @@ def _print_summary(summary: StudySummary, config: StudyConfig, out) -> None:
             print(f"  {arm:<{width}}  val {b['val_acc']:.2%}{final}  [{params}]", file=out)
     print(f"results:   {mask_password(config.storage)} (study '{config.name}')", file=out)
     print(f"dashboard: {dashboard_command(mask_password(config.storage))}", file=out)
-    if summary.report_path:
-        print(f"report:    {summary.report_path}", file=out)
 
 
 def _short(value: Any) -> str:

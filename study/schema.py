@@ -35,6 +35,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from study.status import FINISHABLE, Phase, StudyStatus, TrialStatus
+
 __all__ = [
     "Base",
     "StudyRow",
@@ -56,6 +58,7 @@ __all__ = [
     "PHASE_LENGTH",
     "CONFIG_HASH_LENGTH",
     "METRIC_NAME_LENGTH",
+    "MAIN_VIEW_LENGTH",
 ]
 
 NAME_LENGTH = 255  # study names and Optuna study names; Optuna allows 512, 255 is plenty
@@ -70,10 +73,12 @@ PHASE_LENGTH = 16
 CONFIG_HASH_LENGTH = 64  # sha256 hex digest of the canonical resolved trainer config
 METRIC_NAME_LENGTH = 64  # "val_acc_agent", "images_per_second", ...
 
-STUDY_STATUSES = ("RUNNING", "FINISHED", "FAILED", "INTERRUPTED")
-TRIAL_STATUSES = ("RUNNING", "COMPLETE", "PRUNED", "FAILED", "REUSED")
-FINAL_TRIAL_STATUSES = ("COMPLETE", "PRUNED", "FAILED")  # what finish_trial may set
-TRIAL_PHASES = ("search", "final")  # Optuna/ASHA search, then seeded re-runs of the best configs
+MAIN_VIEW_LENGTH = 32  # a report main view's registered name
+
+STUDY_STATUSES = tuple(s.value for s in StudyStatus)
+TRIAL_STATUSES = tuple(s.value for s in TrialStatus)
+FINAL_TRIAL_STATUSES = tuple(s.value for s in FINISHABLE)  # what finish_trial may set
+TRIAL_PHASES = tuple(p.value for p in Phase)  # Optuna/ASHA search, then seeded re-runs
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> str:
@@ -133,6 +138,10 @@ class StudyRow(Base):
     code_version: Mapped[str] = mapped_column(sa.String(CODE_VERSION_LENGTH))
     package_versions: Mapped[str] = mapped_column(sa.Text)  # JSON {"torch": "2.4.1", ...}
     hardware: Mapped[str] = mapped_column(sa.Text)  # JSON {"cpu_count": 8, "gpus": [...], ...}
+    # Facts the study plan derives once; the runner and the report read them from here.
+    rungs_json: Mapped[str] = mapped_column(sa.Text, server_default="[]")  # ASHA's decision epochs
+    baselines_json: Mapped[str] = mapped_column(sa.Text, server_default="{}")  # arm -> its baseline
+    main_view: Mapped[str] = mapped_column(sa.String(MAIN_VIEW_LENGTH), server_default="arms")
 
 
 class TrialRow(Base):

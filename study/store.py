@@ -29,7 +29,8 @@ import datetime as dt
 import enum
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -41,12 +42,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from study import migrations
-from study.engine import BEGIN_IMMEDIATE, StorageError, make_engine, mask_password
+from study.engine import BEGIN_IMMEDIATE, StorageError, make_engine, mask_password, normalize_url
 from study.engine import _one_line as _db_message
+from study.optuna_schema import OPTUNA_STATE, optuna_tables
 from study.schema import (
     ARM_LENGTH,
     CODE_VERSION_LENGTH,
     DATASET_LENGTH,
+    MAIN_VIEW_LENGTH,
     METRIC_NAME_LENGTH,
     NAME_LENGTH,
     PRESET_LENGTH,
@@ -57,6 +60,7 @@ from study.schema import (
     TrialRow,
     UTCDateTime,
 )
+from study.status import StudyStatus, TrialStatus
 
 if TYPE_CHECKING:
     import optuna
@@ -67,12 +71,21 @@ __all__ = [
     "METRIC_FRAME_COLUMNS",
     "StudyRecord",
     "TrialRecord",
+    "ImportedTrial",
     "Store",
     "fail_stale_optuna_trials",
 ]
 
 STALE_ERROR = "stale: driver died"  # error of trials `mark_stale_running` fails
 TRIAL_FRAME_COLUMNS = tuple(column.name for column in TrialRow.__table__.columns)
+# JSON columns of bootstudy_trials and the names their decoded values take (as in TrialRecord)
+TRIAL_JSON_COLUMNS = {
+    "arm_json": "arm_factors",
+    "params_json": "params",
+    "config_json": "config",
+    "result_json": "result",
+}
+OPTUNA_FRAME_COLUMNS = ("study_name", "trial_id", "number", "state", "value")
 METRIC_FRAME_COLUMNS = ("trial_id", "epoch", "name", "value")
 PROVENANCE_KEYS = (
     "code_version",
@@ -102,6 +115,9 @@ class StudyRecord:
     code_version: str
     package_versions: dict[str, Any]
     hardware: dict[str, Any]
+    rungs: list[int]  # epochs at which ASHA decides (study.plan.asha_rungs)
+    baselines: dict[str, str | None]  # arm -> the arm it is compared with
+    main_view: str  # the report's main figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +149,32 @@ class TrialRecord:
     reused_from: int | None
     started_at: dt.datetime
     finished_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImportedTrial:
+    """A finished trial to add with `Store.import_trials`: what the driver would have recorded."""
+
+    arm: str
+    arm_factors: Mapping[str, Any]
+    phase: str
+    status: str  # COMPLETE, PRUNED or FAILED (REUSED/RUNNING have their own operations)
+    params: Mapping[str, Any]  # searched values as the trainer got them
+    config: Mapping[str, Any]
+    config_hash: str
+    seed: int
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    curves: Mapping[str, Sequence[float]] = dataclasses.field(default_factory=dict)  # per epoch
+    final_val_acc: float | None = None
+    test_acc: float | None = None
+    test_acc_agent: float | None = None
+    trial_seconds: float | None = None
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    optuna_study_name: str | None = None  # also a trial of this Optuna study (search phase)
+    optuna_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # Optuna's labels
+    distributions: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # name -> Optuna's
 
 
 class Store:
@@ -187,9 +229,18 @@ class Store:
         command: str,
         config: Mapping[str, Any],
         provenance: Mapping[str, Any],
+        *,
+        rungs: Iterable[int] = (),
+        baselines: Mapping[str, str | None] | None = None,
+        main_view: str = "arms",
     ) -> StudyRecord:
-        """Add a RUNNING study; `provenance` is `study.provenance.collect()`'s dict."""
+        """Add a RUNNING study; `provenance` is `study.provenance.collect()`'s dict.
+
+        `rungs`, `baselines` and `main_view` are the facts the study plan derives
+        (`StudyConfig.facts()`); they are stored once here and read by the runner and the report.
+        """
         _check_length("study name", name, NAME_LENGTH)
+        _check_length("main view", main_view, MAIN_VIEW_LENGTH)
         _check_length("space", space, SPACE_LENGTH)
         _check_length("dataset", dataset, DATASET_LENGTH)
         _check_length("preset", preset, PRESET_LENGTH)
@@ -204,12 +255,15 @@ class Store:
             preset=preset,
             command=command,
             config_json=_dumps(config),
-            status="RUNNING",
+            status=StudyStatus.RUNNING.value,
             created_at=_utcnow(),
             finished_at=None,
             code_version=code_version,
             package_versions=_dumps(provenance.get("package_versions", {})),
             hardware=_dumps(provenance.get("hardware", {})),
+            rungs_json=_dumps([int(r) for r in rungs]),
+            baselines_json=_dumps(dict(baselines or {})),
+            main_view=main_view,
         )
         with self._writing(f"create study {name!r}") as session:
             exists = session.scalar(sa.select(_studies.c.id).where(_studies.c.name == name))
@@ -237,8 +291,9 @@ class Store:
             rows = session.execute(sa.select(_studies).order_by(_studies.c.id)).all()
         return [_study_record(row._mapping) for row in rows]
 
-    def set_study_status(self, name: str, status: str, finished: bool = True) -> None:
+    def set_study_status(self, name: str, status: StudyStatus | str, finished: bool = True) -> None:
         """Set a study's status; `finished` stamps ``finished_at`` now, otherwise clears it."""
+        status = _text(status)
         values = {"status": status, "finished_at": _utcnow() if finished else None}
         with self._writing(f"set the status of study {name!r} to {status!r}") as session:
             updated = session.execute(
@@ -280,8 +335,8 @@ class Store:
             optuna_study_name=optuna_study_name,
             optuna_trial_id=optuna_trial_id,
             ray_trial_id=ray_trial_id,
-            phase=phase,
-            status="RUNNING",
+            phase=_text(phase),
+            status=TrialStatus.RUNNING.value,
             params_json=_dumps(params),
             config_json=_dumps(config),
             config_hash=config_hash,
@@ -342,7 +397,7 @@ class Store:
     def finish_trial(
         self,
         trial_id: int,
-        status: str,
+        status: TrialStatus | str,
         *,
         result: Mapping[str, Any] | None = None,
         error: str | None = None,
@@ -352,7 +407,8 @@ class Store:
         test_acc_agent: float | None = None,
     ) -> None:
         """Close a trial as COMPLETE, PRUNED or FAILED, with what it produced or why it failed."""
-        if status in ("RUNNING", "REUSED"):
+        status = _text(status)
+        if status in (TrialStatus.RUNNING, TrialStatus.REUSED):
             raise ValueError(f"finish_trial takes COMPLETE, PRUNED or FAILED, not {status!r}")
         values = dict(
             status=status,
@@ -376,8 +432,8 @@ class Store:
         with self._writing(f"fail the stale trials of study {study_id}") as session:
             stale = session.scalars(
                 sa.update(_trials)
-                .where(_trials.c.study_id == study_id, _trials.c.status == "RUNNING")
-                .values(status="FAILED", error=STALE_ERROR, finished_at=_utcnow())
+                .where(_trials.c.study_id == study_id, _trials.c.status == TrialStatus.RUNNING)
+                .values(status=TrialStatus.FAILED.value, error=STALE_ERROR, finished_at=_utcnow())
                 .returning(_trials.c.id)
             ).all()
         return sorted(stale)
@@ -395,7 +451,10 @@ class Store:
         with self._reading() as session:
             row = session.execute(
                 sa.select(_trials)
-                .where(_trials.c.config_hash == config_hash, _trials.c.status == "COMPLETE")
+                .where(
+                    _trials.c.config_hash == config_hash,
+                    _trials.c.status == TrialStatus.COMPLETE,
+                )
                 .order_by(_trials.c.id)
                 .limit(1)
             ).first()
@@ -424,7 +483,7 @@ class Store:
         _check_length("arm", arm, ARM_LENGTH)
         with self._writing(f"reuse trial {original_id} in study {study_id}") as session:
             source = session.execute(sa.select(_trials).where(_trials.c.id == original_id)).first()
-            if source is None or source.status != "COMPLETE":
+            if source is None or source.status != TrialStatus.COMPLETE:
                 state = "does not exist" if source is None else f"is {source.status}"
                 raise StorageError(f"cannot reuse trial {original_id}: it {state}, not COMPLETE")
             now = _utcnow()
@@ -441,8 +500,8 @@ class Store:
                 optuna_study_name=optuna_study_name,
                 optuna_trial_id=optuna_trial_id,
                 ray_trial_id=ray_trial_id,
-                phase=phase,
-                status="REUSED",
+                phase=_text(phase),
+                status=TrialStatus.REUSED.value,
                 params_json=source.params_json if params is None else _dumps(params),
                 reused_from=original_id,
                 started_at=now,
@@ -459,7 +518,10 @@ class Store:
         return trial_id
 
     def count_trials(
-        self, study_id: int, arm: str | None = None, statuses: Iterable[str] | None = None
+        self,
+        study_id: int,
+        arm: str | None = None,
+        statuses: Iterable[TrialStatus | str] | None = None,
     ) -> int:
         """How many trials the study has, optionally only of one arm and/or some statuses."""
         query = (
@@ -468,7 +530,7 @@ class Store:
         if arm is not None:
             query = query.where(_trials.c.arm == arm)
         if statuses is not None:
-            query = query.where(_trials.c.status.in_(list(statuses)))
+            query = query.where(_trials.c.status.in_([_text(s) for s in statuses]))
         with self._reading() as session:
             return session.scalar(query) or 0
 
@@ -483,12 +545,33 @@ class Store:
             rows = session.execute(query).all()
         return [(epoch, math.nan if value is None else value) for epoch, value in rows]
 
+    def count_metrics(self, study_id: int) -> int:
+        """How many (trial, epoch, metric) values the study has stored."""
+        query = (
+            sa.select(sa.func.count())
+            .select_from(_metrics.join(_trials, _trials.c.id == _metrics.c.trial_id))
+            .where(_trials.c.study_id == study_id)
+        )
+        with self._reading() as session:
+            return session.scalar(query) or 0
+
     # ---- frames --------------------------------------------------------------------------------
 
-    def trials_frame(self, study_name: str) -> pd.DataFrame:
-        """The study's rows of ``bootstudy_trials`` (columns `TRIAL_FRAME_COLUMNS`), by number."""
+    def trials_frame(
+        self, study_name: str, columns: Iterable[str] | None = None, *, parsed: bool = False
+    ) -> pd.DataFrame:
+        """The study's rows of ``bootstudy_trials`` (columns `TRIAL_FRAME_COLUMNS`), by number.
+
+        `columns` reads only those (a report of 10,000 trials leaves the configs in the database).
+        `parsed` decodes the JSON columns into Python values under the names `TrialRecord` uses
+        (``arm_json`` -> ``arm_factors``, ``params_json`` -> ``params``, ...).
+        """
+        names = list(TRIAL_FRAME_COLUMNS if columns is None else columns)
+        unknown = sorted(set(names) - set(TRIAL_FRAME_COLUMNS))
+        if unknown:
+            raise ValueError(f"bootstudy_trials has no column {unknown}")
         query = (
-            sa.select(_trials)
+            sa.select(*(_trials.c[name] for name in names))
             .join(_studies, _studies.c.id == _trials.c.study_id)
             .where(_studies.c.name == study_name)
             .order_by(_trials.c.number)
@@ -497,11 +580,25 @@ class Store:
             rows = session.execute(query).all()
         if not rows:
             self.get_study(study_name)  # an unknown study is an error, not an empty frame
-        frame = pd.DataFrame([tuple(row) for row in rows], columns=list(TRIAL_FRAME_COLUMNS))
-        return _typed(frame, _trials)
+        frame = _typed(pd.DataFrame([tuple(row) for row in rows], columns=names), _trials)
+        if parsed:
+            for column in TRIAL_JSON_COLUMNS:
+                if column in frame:
+                    frame[column] = [_loads(_present(text)) for text in frame[column]]
+            frame = frame.rename(columns=TRIAL_JSON_COLUMNS)
+        return frame
 
-    def metrics_frame(self, study_name: str) -> pd.DataFrame:
-        """The study's per-epoch metrics in long form: trial_id, epoch, name, value (NaN: NULL)."""
+    def metrics_frame(
+        self,
+        study_name: str,
+        trial_ids: Iterable[int] | None = None,
+        names: Iterable[str] | None = None,
+    ) -> pd.DataFrame:
+        """The study's per-epoch metrics in long form: trial_id, epoch, name, value (NaN: NULL).
+
+        `trial_ids` and `names` restrict it to those trials and metrics (a report draws 300 curves
+        of a 10,000-trial study).
+        """
         query = (
             sa.select(*(_metrics.c[column] for column in METRIC_FRAME_COLUMNS))
             .join(_trials, _trials.c.id == _metrics.c.trial_id)
@@ -509,12 +606,245 @@ class Store:
             .where(_studies.c.name == study_name)
             .order_by(_metrics.c.trial_id, _metrics.c.epoch, _metrics.c.name)
         )
+        if trial_ids is not None:
+            query = query.where(_metrics.c.trial_id.in_([int(i) for i in trial_ids]))
+        if names is not None:
+            query = query.where(_metrics.c.name.in_(list(names)))
         with self._reading() as session:
             rows = session.execute(query).all()
         if not rows:
             self.get_study(study_name)
         frame = pd.DataFrame([tuple(row) for row in rows], columns=list(METRIC_FRAME_COLUMNS))
         return _typed(frame, _metrics)
+
+    def optuna_trials_frame(self, study_names: Iterable[str]) -> pd.DataFrame:
+        """Optuna's trials of the given Optuna studies, one row each, parameters as columns.
+
+        Columns: `OPTUNA_FRAME_COLUMNS` (state as Optuna's name: COMPLETE, PRUNED, FAIL, ...;
+        value the first objective's), then one column per parameter in its external form (a
+        categorical's choice, not its index); ``frame.attrs["distributions"]`` maps each
+        parameter to its Optuna distribution. Three set-based queries on Optuna's tables instead
+        of `optuna.load_study(...).trials_dataframe()`, which takes seconds to minutes on tens of
+        thousands of trials (optuna/optuna#763, #4890). Studies Optuna does not have are absent.
+        """
+        from optuna.distributions import json_to_distribution
+
+        names = list(study_names)
+        frame = pd.DataFrame(columns=list(OPTUNA_FRAME_COLUMNS))
+        with self._reading() as session:
+            if not names or not sa.inspect(session.connection()).has_table("trials"):
+                return frame
+            o = optuna_tables()
+            of_studies = (
+                sa.select(o.trials.c.trial_id)
+                .join(o.studies, o.studies.c.study_id == o.trials.c.study_id)
+                .where(o.studies.c.study_name.in_(names))
+            )
+            trials = session.execute(
+                sa.select(
+                    o.studies.c.study_name,
+                    o.trials.c.trial_id,
+                    o.trials.c.number,
+                    o.trials.c.state,
+                    o.values.c.value,
+                )
+                .join(o.trials, o.trials.c.study_id == o.studies.c.study_id)
+                .outerjoin(
+                    o.values,
+                    (o.values.c.trial_id == o.trials.c.trial_id) & (o.values.c.objective == 0),
+                )
+                .where(o.studies.c.study_name.in_(names))
+                .order_by(o.trials.c.trial_id)
+            ).all()
+            params = session.execute(
+                sa.select(
+                    o.params.c.trial_id,
+                    o.params.c.param_name,
+                    o.params.c.param_value,
+                    o.params.c.distribution_json,
+                ).where(o.params.c.trial_id.in_(of_studies))
+            ).all()
+        if not trials:
+            return frame
+        frame = pd.DataFrame([tuple(r) for r in trials], columns=list(OPTUNA_FRAME_COLUMNS))
+        frame["state"] = [getattr(state, "name", str(state)) for state in frame["state"]]
+        frame["value"] = frame["value"].astype("float64")
+        if not params:
+            return frame
+        # Stored values are Optuna's internal representation (a categorical is its choice's index).
+        distributions = {j: json_to_distribution(j) for j in {row[3] for row in params}}
+        long = pd.DataFrame(
+            [(t, n, distributions[j].to_external_repr(v)) for t, n, v, j in params],
+            columns=["trial_id", "param_name", "value"],
+        )
+        wide = long.pivot(index="trial_id", columns="param_name", values="value")
+        frame = frame.merge(wide, left_on="trial_id", right_index=True, how="left")
+        frame.attrs["distributions"] = {n: distributions[j] for _, n, _, j in params}
+        return frame
+
+    # ---- bulk import ---------------------------------------------------------------------------
+
+    def import_trials(
+        self, study: StudyRecord | int, trials: Iterable[ImportedTrial], objective: str = "val_acc"
+    ) -> list[int]:
+        """Add finished trials with their per-epoch metrics in one transaction; return their ids.
+
+        For synthetic studies (tests, benchmarks) and imports: thousands of trials in seconds,
+        where `start_trial` + `record_epochs` + `finish_trial` take a transaction each. A trial
+        with an ``optuna_study_name`` also becomes a trial of that Optuna study (create it first
+        with Optuna's API), with its parameters, its final value when COMPLETE and its
+        `objective` curve as intermediate values, exactly as `study.arm_search` would leave it.
+        ``epochs_run`` and ``best_val_acc`` are derived from the curves, as `record_epochs` does.
+        """
+        study_id = _study_id(study)
+        trials = list(trials)
+        with self._writing(f"import {len(trials)} trials into study {study_id}") as session:
+            number = _next_number(session, study_id)
+            optuna_ids = self._import_optuna(session, trials, objective)
+            rows = []
+            for i, t in enumerate(trials):
+                _check_length("arm", t.arm, ARM_LENGTH)
+                values = t.curves.get(objective, ())
+                finite = [float(v) for v in values if v is not None and not math.isnan(v)]
+                rows.append(
+                    dict(
+                        study_id=study_id,
+                        arm=t.arm,
+                        arm_json=_dumps(t.arm_factors),
+                        number=number + i,
+                        optuna_study_name=t.optuna_study_name,
+                        optuna_trial_id=optuna_ids[i],
+                        ray_trial_id=None,
+                        phase=_text(t.phase),
+                        status=_text(t.status),
+                        params_json=_dumps(t.params),
+                        config_json=_dumps(t.config),
+                        config_hash=t.config_hash,
+                        seed=t.seed,
+                        epochs_run=max((len(v) for v in t.curves.values()), default=0),
+                        best_val_acc=max(finite) if objective == "val_acc" and finite else None,
+                        final_val_acc=_finite_or_none(t.final_val_acc),
+                        test_acc=_finite_or_none(t.test_acc),
+                        test_acc_agent=_finite_or_none(t.test_acc_agent),
+                        result_json=None if t.result is None else _dumps(t.result),
+                        trial_seconds=_finite_or_none(t.trial_seconds),
+                        error=t.error,
+                        reused_from=None,
+                        started_at=t.started_at,
+                        finished_at=t.finished_at,
+                    )
+                )
+            ids = _insert_returning(session, _trials, rows, _trials.c.id) if rows else []
+            metric_rows = [
+                {"trial_id": trial_id, "epoch": epoch, "name": name, "value": _metric(name, v)}
+                for trial_id, t in zip(ids, trials, strict=True)
+                for name, values in t.curves.items()
+                for epoch, v in enumerate(values, start=1)
+            ]
+            if metric_rows:
+                session.execute(sa.insert(_metrics), metric_rows)
+        return ids
+
+    def _import_optuna(
+        self, session: Session, trials: list[ImportedTrial], objective: str
+    ) -> list[int | None]:
+        """Optuna's rows for the trials that name an Optuna study; their Optuna trial ids."""
+        from optuna.distributions import distribution_to_json
+
+        wanted = sorted({t.optuna_study_name for t in trials if t.optuna_study_name})
+        if not wanted:
+            return [None] * len(trials)
+        o = optuna_tables()
+        study_ids = dict(
+            session.execute(
+                sa.select(o.studies.c.study_name, o.studies.c.study_id).where(
+                    o.studies.c.study_name.in_(wanted)
+                )
+            ).all()
+        )
+        missing = sorted(set(wanted) - set(study_ids))
+        if missing:
+            raise StorageError(f"no Optuna study named {missing[0]!r} in {self.url}")
+        counts = dict(
+            session.execute(
+                sa.select(o.trials.c.study_id, sa.func.count())
+                .where(o.trials.c.study_id.in_(list(study_ids.values())))
+                .group_by(o.trials.c.study_id)
+            ).all()
+        )
+        picked = [(i, t) for i, t in enumerate(trials) if t.optuna_study_name]
+        rows = []
+        for _, t in picked:
+            optuna_study = study_ids[t.optuna_study_name]
+            rows.append(
+                dict(
+                    number=counts.get(optuna_study, 0),
+                    study_id=optuna_study,
+                    state=OPTUNA_STATE[_text(t.status)],
+                    datetime_start=_naive_utc(t.started_at),
+                    datetime_complete=_naive_utc(t.finished_at),
+                )
+            )
+            counts[optuna_study] = counts.get(optuna_study, 0) + 1
+        ids = _insert_returning(session, o.trials, rows, o.trials.c.trial_id)
+        params, values, intermediate = [], [], []
+        for trial_id, (_, t) in zip(ids, picked, strict=True):
+            for name, label in t.optuna_params.items():
+                distribution = t.distributions[name]
+                params.append(
+                    dict(
+                        trial_id=trial_id,
+                        param_name=name,
+                        param_value=distribution.to_internal_repr(label),
+                        distribution_json=distribution_to_json(distribution),
+                    )
+                )
+            if t.status == TrialStatus.COMPLETE and _finite_or_none(t.final_val_acc) is not None:
+                values.append(
+                    dict(trial_id=trial_id, objective=0, value=t.final_val_acc, value_type="FINITE")
+                )
+            intermediate += [
+                dict(
+                    trial_id=trial_id,
+                    step=step,
+                    intermediate_value=float(v),
+                    intermediate_value_type="FINITE",
+                )
+                for step, v in enumerate(t.curves.get(objective, ()), start=1)
+                if v is not None and math.isfinite(v)
+            ]
+        for table, table_rows in (
+            (o.params, params),
+            (o.values, values),
+            (o.intermediate_values, intermediate),
+        ):
+            if table_rows:
+                session.execute(sa.insert(table), table_rows)
+        out: list[int | None] = [None] * len(trials)
+        for trial_id, (i, _) in zip(ids, picked, strict=True):
+            out[i] = trial_id
+        return out
+
+    # ---- opening for reading -------------------------------------------------------------------
+
+    @classmethod
+    def open_existing(cls, url: str) -> Store:
+        """The store at `url` for reading: a missing SQLite file or a database without
+        bootstudy's tables is a one-line `StorageError`, and nothing is created."""
+        parsed = normalize_url(url)
+        if parsed.get_backend_name() == "sqlite" and not os.path.isfile(parsed.database):
+            raise StorageError(f"no SQLite database at {parsed.database} ({mask_password(url)})")
+        engine = make_engine(url)
+        try:
+            with engine.connect() as connection:
+                has_tables = sa.inspect(connection).has_table(_studies.name)
+        except DBAPIError as exc:
+            raise StorageError(f"could not read {mask_password(url)}: {_db_message(exc)}") from None
+        finally:
+            engine.dispose()
+        if not has_tables:
+            raise StorageError(f"{mask_password(url)} holds no bootstudy studies")
+        return cls(url)
 
     # ---- plumbing ------------------------------------------------------------------------------
 
@@ -579,6 +909,31 @@ def _typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
         else:
             frame[column] = frame[column].astype("str")  # missing stays missing (NaN)
     return frame
+
+
+def _insert_returning(session: Session, table: sa.Table, rows: list[dict], key: sa.Column) -> list:
+    """Insert many rows and return their generated keys, in the order of `rows`."""
+    inserted = session.execute(
+        sa.insert(table).returning(key, sort_by_parameter_order=True), rows
+    ).scalars()
+    return list(inserted)
+
+
+def _text(value: enum.Enum | str) -> str:
+    """An enum member's stored text (the tables hold plain strings)."""
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _present(value: Any) -> Any:
+    """None for the missing values pandas puts in text columns (None, NaN)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:
+    """Optuna's tables keep naive datetimes (UTC, as Optuna writes them)."""
+    if when is None or when.tzinfo is None:
+        return when
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 def _next_number(session: Session, study_id: int) -> int:
@@ -662,6 +1017,9 @@ def _study_record(row: Mapping[str, Any]) -> StudyRecord:
         code_version=row["code_version"],
         package_versions=_loads(row["package_versions"]),
         hardware=_loads(row["hardware"]),
+        rungs=_loads(row["rungs_json"]),
+        baselines=_loads(row["baselines_json"]),
+        main_view=row["main_view"],
     )
 
 

@@ -86,3 +86,54 @@ def test_history_prefills_the_arms_rungs_on_resume():
         ("high", "h_low"): [0.25, 0.5, 0.6, 0.7],  # first in its arm: no cut-off yet
     }
     assert _drive(scheduler, curves) == {"l2": 1}
+
+
+# --- the rungs are one fact: the plan computes them, the scheduler decides there, the report draws
+@pytest.mark.parametrize(
+    "grace, rf, max_t", [(1, 3, 50), (2, 2, 16), (2, 1.5, 10), (1, 2.5, 20), (3, 1.7, 30)]
+)
+def test_the_plans_rungs_are_the_epochs_where_asha_decides_and_the_report_draws(
+    tmp_path, grace, rf, max_t
+):
+    """A trial whose value is its epoch: the value ASHA records at each rung is the epoch at which
+    it decided there. The report (built from the stored study) must draw exactly those epochs;
+    it used to truncate a non-integer reduction factor (1.5 -> 1: no rungs at all)."""
+    import re
+
+    from reports import build_report
+    from reports.synthetic import write_study
+    from study.plan import asha_rungs
+    from study.store import Store
+
+    scheduler = PerArmASHA("val_acc", max_t, grace, rf)
+    trial = _trial("a")
+    scheduler.on_trial_add(None, trial)
+    for epoch in range(1, max_t + 1):
+        result = {"epoch": epoch, "val_acc": float(epoch)}
+        if scheduler.on_trial_result(None, trial, result) == TrialScheduler.STOP:
+            break
+    (bracket,) = scheduler.arms["a"]._brackets
+    decided = sorted(
+        int(recorded[trial.trial_id])
+        for _, recorded in bracket._rungs
+        if recorded.get(trial.trial_id, max_t) < max_t  # at max_t the trial completes anyway
+    )
+    assert decided == asha_rungs(grace, rf, max_t)
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    curve = [0.5 + 0.01 * e for e in range(max_t)]
+    trials = [
+        {
+            "arm_json": {"mode": mode, "data_fraction": 0.1}, "phase": "search",
+            "status": "COMPLETE", "params": {"lr": 1e-3, "weight_decay": 0.05}, "seed": 0,
+            "final_val_acc": curve[-1], "trial_seconds": 60.0, "curves": {"val_acc": curve},
+        }
+        for mode in ("vit", "shared")
+    ]  # fmt: skip
+    config = {"epochs": max_t, "grace_epochs": grace, "reduction_factor": rf}
+    write_study(url, "rungs", trials, config=config)
+    with Store(url) as store:
+        assert store.get_study("rungs").rungs == decided
+    page = build_report("rungs", url, tmp_path / "r.html").read_text()
+    drawn = re.search(r"ASHA rungs at epochs ([\d, ]+) \(", page)
+    assert drawn and [int(e) for e in drawn.group(1).split(", ")] == decided

@@ -68,7 +68,6 @@ def finished_study(tmp_path_factory) -> tuple[StudyConfig, str]:
         command="pytest tests/test_dashboard.py",
         train_fn=curve_trainer,
         out=io.StringIO(),
-        build_report=False,
     )
     assert sum(summary.counts.values()) == 12, summary.counts
     return config, config.storage

@@ -18,7 +18,6 @@ from scipy import stats as sps
 
 from reports import build_report
 from reports.stats import (
-    asha_rungs,
     asha_saved_share,
     compare,
     format_interval,
@@ -27,6 +26,7 @@ from reports.stats import (
     t_interval,
 )
 from reports.synthetic import make_synthetic_study, write_study
+from study.plan import asha_rungs
 
 ROOT = Path(__file__).resolve().parent.parent
 XSS = "<script>window.__xss=1</script>"
@@ -224,7 +224,9 @@ def test_search_only_study_is_labelled_optimistic_and_has_no_invented_intervals(
 
 def test_large_study_draws_at_most_300_curves(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    make_synthetic_study(url, "big", n_trials=600, epochs=9, metrics=2)
+    make_synthetic_study(
+        url, "big", n_trials=600, epochs=9, metrics=2, arm_values={"data_fraction": (0.1, 0.25, 1)}
+    )
     page = build_report("big", url, tmp_path / "r.html").read_text()
     assert _caption(page, "curves").startswith("300 of 636 trials drawn (all final runs,")
 

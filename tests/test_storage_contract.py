@@ -6,6 +6,7 @@ Every test drives the real `Store` on a real database and asserts exact states a
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import multiprocessing
 import os
@@ -569,6 +570,150 @@ def test_fail_stale_optuna_trials(storage_url):
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
     assert fail_stale_optuna_trials(storage, ["sweep/a"]) == []
     storage.engine.dispose()
+
+
+def test_imported_trials_read_back_through_the_store_and_through_optuna(storage_url):
+    """`import_trials` writes what a search would leave: our rows, metrics, and Optuna trials that
+    `optuna.load_study` sees with the same states, params, values and intermediate values as
+    `optuna_trials_frame`."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from study.store import ImportedTrial
+
+    storage = optuna_storage(storage_url)
+    optuna.create_study(study_name="sweep/fraction=0.1", storage=storage, direction="maximize")
+    storage.engine.dispose()
+    distributions = {
+        "lr": FloatDistribution(1e-4, 1e-2, log=True),
+        "layers": CategoricalDistribution(["all", "first"]),
+    }
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+
+    def trial(status, curve, params, phase="search"):
+        return ImportedTrial(
+            arm="fraction=0.1", arm_factors={"fraction": 0.1}, phase=phase, status=status,
+            params={"lr": params[0], "hint_layers": [0] if params[1] == "first" else None},
+            config={"lr": params[0]}, config_hash=HASH_A, seed=0, started_at=start,
+            finished_at=start + dt.timedelta(seconds=60), curves={"val_acc": curve},
+            final_val_acc=curve[-1], trial_seconds=60.0,
+            optuna_study_name="sweep/fraction=0.1" if phase == "search" else None,
+            optuna_params={"lr": params[0], "layers": params[1]}, distributions=distributions,
+        )  # fmt: skip
+
+    with Store(storage_url) as store:
+        study = _study(store)
+        ids = store.import_trials(
+            study,
+            [
+                trial("COMPLETE", [0.5, 0.7, 0.6], (1e-3, "first")),
+                trial("PRUNED", [0.4], (3e-3, "all")),
+                trial("FAILED", [0.3, float("nan")], (2e-4, "all")),
+                trial("COMPLETE", [0.55, 0.72, 0.74], (1e-3, "first"), phase="final"),
+            ],
+        )
+        frame = store.trials_frame("sweep", parsed=True)
+        assert frame["id"].tolist() == ids and frame["number"].tolist() == [0, 1, 2, 3]
+        assert frame["status"].tolist() == ["COMPLETE", "PRUNED", "FAILED", "COMPLETE"]
+        assert frame["epochs_run"].tolist() == [3, 1, 2, 3]
+        assert frame["best_val_acc"].tolist() == [0.7, 0.4, 0.3, 0.74]
+        assert frame["params"].iloc[0] == {"lr": 1e-3, "hint_layers": [0]}
+        assert store.count_metrics(study.id) == 9
+        curves = store.metrics_frame("sweep", trial_ids=ids[:1], names=["val_acc"])
+        assert curves["value"].tolist() == [0.5, 0.7, 0.6]
+        optuna_frame = store.optuna_trials_frame(["sweep/fraction=0.1", "sweep/unknown"])
+        assert frame["optuna_trial_id"].tolist()[:3] == optuna_frame["trial_id"].tolist()
+        assert pd.isna(frame["optuna_trial_id"].iloc[3])
+    plain = optuna.storages.RDBStorage(_optuna_rdb_url(storage_url))
+    loaded = optuna.load_study(study_name="sweep/fraction=0.1", storage=plain).trials
+    plain.engine.dispose()
+    assert [t.state.name for t in loaded] == ["COMPLETE", "PRUNED", "FAIL"]
+    assert optuna_frame["state"].tolist() == ["COMPLETE", "PRUNED", "FAIL"]
+    assert [t.number for t in loaded] == optuna_frame["number"].tolist() == [0, 1, 2]
+    assert [t.params for t in loaded] == [
+        {"lr": row.lr, "layers": row.layers} for row in optuna_frame.itertuples()
+    ]
+    assert loaded[0].params == {"lr": 1e-3, "layers": "first"}
+    assert loaded[0].value == 0.6 and optuna_frame["value"].iloc[0] == 0.6
+    assert optuna_frame["value"].iloc[1:].isna().all()
+    assert [t.intermediate_values for t in loaded] == [{1: 0.5, 2: 0.7, 3: 0.6}, {1: 0.4}, {1: 0.3}]
+    assert optuna_frame.attrs["distributions"] == distributions
+
+
+def test_the_declared_optuna_tables_match_optunas_models():
+    """The store reads Optuna's tables in bulk; their declared shape must be Optuna's own."""
+    from optuna.storages._rdb import models
+
+    from study.optuna_schema import optuna_tables
+
+    ours = optuna_tables()
+    for table in (ours.studies, ours.trials, ours.params, ours.values, ours.intermediate_values):
+        theirs = models.BaseModel.metadata.tables[table.name]
+        for column in table.columns:
+            assert column.name in theirs.columns, (table.name, column.name)
+            assert column.primary_key == theirs.columns[column.name].primary_key
+            their_type = theirs.columns[column.name].type
+            assert type(column.type) is type(their_type) or (
+                isinstance(column.type, sa.Float) and isinstance(their_type, sa.Float)
+            ), (table.name, column.name)
+            if isinstance(column.type, sa.Enum):
+                assert (column.type.name, column.type.enums) == (their_type.name, their_type.enums)
+
+
+def test_upgrading_a_0001_database_derives_the_study_facts(tmp_path):
+    """Studies written before the facts were stored get them: rungs from the stored budget (also
+    for a non-integer reduction factor), baselines by the old report's rule, the main view."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = make_engine(url)
+    migrations.upgrade(engine, "0001_initial")
+    now = dt.datetime(2025, 1, 1)
+    config = {"epochs": 10, "grace_epochs": 2, "reduction_factor": 1.5, "baseline_arm": None}
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO bootstudy_studies (id, name, space, dataset, preset, command,"
+                " config_json, status, created_at, code_version, package_versions, hardware)"
+                " VALUES (1, 'old', 'data_fraction', 'fashion_mnist', 'cpu', 'run_study.py',"
+                " :config, 'FINISHED', :now, 'abc', '{}', '{}')"
+            ),
+            {"config": json.dumps(config), "now": now},
+        )
+        for number, mode in enumerate(("vit", "shared")):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO bootstudy_trials (study_id, arm, arm_json, number, phase, status,"
+                    " params_json, config_json, config_hash, seed, started_at) VALUES (1, :arm,"
+                    " :factors, :number, 'search', 'COMPLETE', '{}', '{}', 'h', 0, :now)"
+                ),
+                {
+                    "arm": f"mode={mode},data_fraction=0.1",
+                    "factors": json.dumps({"mode": mode, "data_fraction": 0.1}),
+                    "number": number,
+                    "now": now,
+                },
+            )
+    engine.dispose()
+    with Store(url) as store:
+        old = store.get_study("old")
+    assert old.rungs == [2, 3, 5, 7]
+    assert old.baselines == {
+        "mode=vit,data_fraction=0.1": None,
+        "mode=shared,data_fraction=0.1": "mode=vit,data_fraction=0.1",
+    }
+    assert old.main_view == "fraction_curve"
+
+
+def test_open_existing_never_creates_a_database(tmp_path, storage_url):
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StorageError, match="no SQLite database at"):
+        Store.open_existing(f"sqlite:///{missing}")
+    assert not missing.exists()
+    make_engine(storage_url).dispose()  # a database, but without our tables
+    with pytest.raises(StorageError, match="holds no bootstudy studies"):
+        Store.open_existing(storage_url)
+    with Store(storage_url) as store:
+        _study(store)
+    with Store.open_existing(storage_url) as store:
+        assert [s.name for s in store.list_studies()] == ["sweep"]
 
 
 # ---- URLs --------------------------------------------------------------------------------------

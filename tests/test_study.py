@@ -52,9 +52,7 @@ def _config(tmp_path: Path, name: str = "s", **changes) -> StudyConfig:
 
 def _run(config: StudyConfig, train_fn=curve_trainer, **kw):
     out = io.StringIO()
-    summary = run_study(
-        config, command="test", train_fn=train_fn, out=out, build_report=False, **kw
-    )
+    summary = run_study(config, command="test", train_fn=train_fn, out=out, **kw)
     return summary, out.getvalue()
 
 
@@ -204,8 +202,7 @@ KILLABLE_DRIVER = textwrap.dedent("""
     config = StudyConfig(space="optimizer", name="k", preset="smoke", storage=f"sqlite:///{tmp}/s.db",
                          results_dir=tmp, trials_per_arm=4, epochs=3, grace_epochs=3,
                          final_seeds=0, concurrency=2)
-    run_study(config, command="test", resume=resume, train_fn=slow_curve_trainer,
-              build_report=False)
+    run_study(config, command="test", resume=resume, train_fn=slow_curve_trainer)
 """)
 
 
