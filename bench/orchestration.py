@@ -63,6 +63,7 @@ from search_spaces import Budget, Float, SearchSpace, register_space  # noqa: E4
 from study import ray_tune  # noqa: E402
 from study.plan import StudyConfig  # noqa: E402
 from study.runner import run_study  # noqa: E402
+from study.status import TrialStatus  # noqa: E402
 
 TARGET_RATIO = 1.25  # the aim: ours <= 1.25x plain Ray with reuse_actors=True
 
@@ -140,7 +141,7 @@ def run_ours(args, workdir: Path, tag: str) -> dict[str, float]:
             out=io.StringIO(),
         )
         total = time.perf_counter() - start
-    if summary.counts != {"COMPLETE": args.trials}:
+    if summary.counts != {TrialStatus.COMPLETE.value: args.trials}:
         raise RuntimeError(f"ours: expected {args.trials} COMPLETE trials, got {summary.counts}")
     return {"total": total, "fit": sum(fit)}
 

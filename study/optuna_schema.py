@@ -14,15 +14,17 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from study.status import TrialStatus
+
 __all__ = ["OptunaTables", "optuna_tables", "OPTUNA_STATE"]
 
 # Our trial status -> Optuna's TrialState name, as the search leaves Optuna's trials.
 OPTUNA_STATE = {
-    "RUNNING": "RUNNING",
-    "COMPLETE": "COMPLETE",
-    "PRUNED": "PRUNED",
-    "FAILED": "FAIL",
-    "REUSED": "COMPLETE",  # told to Optuna with the original's value
+    TrialStatus.RUNNING.value: "RUNNING",
+    TrialStatus.COMPLETE.value: "COMPLETE",
+    TrialStatus.PRUNED.value: "PRUNED",
+    TrialStatus.FAILED.value: "FAIL",
+    TrialStatus.REUSED.value: "COMPLETE",  # told to Optuna with the original's value
 }
 
 
