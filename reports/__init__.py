@@ -15,9 +15,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from reports.load import load_trials, open_store
-from reports.page import Report, build_page
-
 __all__ = ["Report", "build_report", "default_out_path"]
 
 
@@ -33,13 +30,23 @@ def build_report(study_name: str, storage_url: str, out_path: str | Path | None 
     Raises `study.engine.StorageError` (a `BootstudyError`) for a bad URL, a missing store or
     an unknown study.
     """
-    with open_store(storage_url) as store:
-        record = store.get_study(study_name)
-        trials = load_trials(store, study_name)
-        report = build_page(store, record, trials, storage_url)
+    from reports.load import load_study  # here, not at import: `--help` needs no pandas/plotly
+    from reports.page import build_page
+    from study.store import Store
+
+    with Store.open_existing(storage_url) as store:  # reading never creates a database
+        report = build_page(load_study(store, study_name))
     out = Path(out_path) if out_path is not None else default_out_path(study_name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report.html, encoding="utf-8")
-    out.with_suffix(".md").write_text(report.markdown, encoding="utf-8")
-    out.with_suffix(".tex").write_text(report.latex, encoding="utf-8")
+    for suffix, text in report.exports.items():
+        out.with_suffix(suffix).write_text(text, encoding="utf-8")
     return out
+
+
+def __getattr__(name: str):
+    if name == "Report":
+        from reports.page import Report
+
+        return Report
+    raise AttributeError(f"module 'reports' has no attribute {name!r}")

@@ -200,6 +200,37 @@ def test_markdown_and_latex_tables_beside_the_html(hand_report):
     assert r"hand\textless{}script\textgreater{}" in tex
 
 
+# --- the sections, one at a time ----------------------------------------------------------------
+def test_each_section_builder_works_alone_on_the_loaded_study(hand_report):
+    """`SECTIONS` is the page: each builder is a function of the loaded study, in page order."""
+    from reports import sections
+    from reports.load import load_study
+    from reports.page import build_page
+    from study.store import Store
+
+    url, out = hand_report
+    with Store.open_existing(url) as store:
+        study = load_study(store, "hand" + XSS)
+    built = [build(study) for build in sections.SECTIONS]
+    assert [s.id for s in built] == list(SECTIONS)
+    page = out.read_text()
+    for section in built:
+        assert _caption(page, section.id) == section.caption
+    assert sections.cost(study).caption.startswith("9.2 trial-hours in all;")
+    assert study.rungs == [1, 3] and study.record.main_view == "fraction_curve"
+    assert study.record.baselines == {
+        "mode=vit,data_fraction=0.1": None,
+        "mode=shared,data_fraction=0.1": "mode=vit,data_fraction=0.1",
+    }
+
+    def note(s):  # a new section is one function; the page only assembles
+        return sections.Section("note", "8. Note", f"{len(s.arms)} arms", ("<p>plain</p>",))
+
+    report = build_page(study, (sections.summary, note))
+    assert report.captions == {"summary": built[0].caption, "note": "2 arms"}
+    assert '<section id="note"><h2>8. Note</h2>' in report.html
+
+
 # --- synthetic studies ---------------------------------------------------------------------------
 @pytest.mark.parametrize("space", ["data_fraction", "loss_weights", "agent_design", "optimizer"])
 def test_every_space_builds_a_full_report(tmp_path, space):

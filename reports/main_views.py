@@ -1,0 +1,114 @@
+"""The report's main view: a registry of the figures a space can ask for (`SearchSpace.main_view`).
+
+The study plan stores the space's choice on the study record; the report looks it up here. A view
+takes the loaded study and the per-arm summary (arm, its factors, mean, lo, hi, n) and returns a
+title, a caption stating its finding in numbers, and its parts (HTML and figures). A new view is
+one decorated function::
+
+    @MAIN_VIEWS.register("my_view")
+    def my_view(s, df):
+        return "2. My view", "arm X is best ...", (figures.best_per_arm(df, s.colors, "acc"),)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from reports import figures
+from reports.load import LoadedStudy
+from study.status import Phase, TrialStatus
+from trainers.registry import Registry
+
+__all__ = ["MAIN_VIEWS", "MainView", "summary_frame", "source_label", "percent"]
+
+MainView = Callable[[LoadedStudy, pd.DataFrame], tuple[str, str, tuple[str | go.Figure, ...]]]
+MAIN_VIEWS: Registry[MainView] = Registry("report main view")
+
+
+def percent(x: float, digits: int = 1) -> str:
+    return f"{x * 100:.{digits}f}%"
+
+
+def source_label(sources: set[str]) -> str:
+    """What the arms' numbers are: final-run test accuracies, or optimistic validation ones."""
+    if sources == {"test"}:
+        return "test accuracy of the final runs"
+    if sources == {"val"}:
+        return "best val accuracy, optimistic (selected on validation)"
+    return (
+        "test accuracy where final runs exist, else optimistic val accuracy "
+        "(selected on validation)"
+    )
+
+
+def summary_frame(s: LoadedStudy) -> pd.DataFrame:
+    """A row per arm with a result: arm, its factors, mean, lo, hi (NaN without an interval), n."""
+    rows = []
+    for arm, sm in s.summaries.items():
+        lo, hi = sm.ci if sm.ci else (math.nan, math.nan)
+        rows.append({"arm": arm, **s.arms[arm], "mean": sm.mean, "lo": lo, "hi": hi, "n": sm.n})
+    return pd.DataFrame(rows)
+
+
+@MAIN_VIEWS.register("arms")
+def arms(s: LoadedStudy, df: pd.DataFrame):
+    """Final val acc against each searched parameter, and each arm's result with its interval."""
+    label = source_label(set(s.sources.values()))
+    best = df.sort_values("mean", ascending=False)
+    top = best.iloc[0]
+    caption = f"{top['arm']} is best at {percent(top['mean'])} (n={int(top['n'])})"
+    if len(best) > 1:
+        second = best.iloc[1]
+        caption += f", {(top['mean'] - second['mean']) * 100:.1f} points ahead of {second['arm']}"
+    caption += f"; {label}."
+    search = s.trials[
+        (s.trials["phase"] == Phase.SEARCH) & (s.trials["status"] == TrialStatus.COMPLETE)
+    ]
+    parts: list[go.Figure] = []
+    if s.param_kinds and len(search):
+        parts.append(figures.param_effects(search, s.param_kinds, s.colors))
+    parts.append(figures.best_per_arm(df, s.colors, "accuracy (%)"))
+    return "2. Parameters and arms", caption, tuple(parts)
+
+
+@MAIN_VIEWS.register("fraction_curve")
+def fraction_curve(s: LoadedStudy, df: pd.DataFrame):
+    """Accuracy against data fraction (log axis), one line per mode with its confidence band."""
+    # The factor is TrainConfig's `data_fraction`; plots and captions call it `fraction`.
+    df = df.rename(columns={"data_fraction": "fraction"})
+    if not {"mode", "fraction"} <= set(df.columns):
+        return arms(s, df)  # e.g. a study run with one fraction: nothing to draw a curve over
+    df["fraction"] = df["fraction"].astype(float)
+    label = source_label(set(s.sources.values()))
+    y = "test accuracy (%)" if label.startswith("test accuracy of") else "accuracy (%)"
+    figure = figures.accuracy_vs_fraction(df, y)
+    return "2. Accuracy vs data fraction", _fraction_caption(df, label), (figure,)
+
+
+def _fraction_caption(df: pd.DataFrame, label: str) -> str:
+    """ "shared beats vit by 6.1 points at 10% data": the largest gap of any mode over vit."""
+    gaps = []
+    for fraction, g in df.groupby("fraction"):
+        vit = g[g["mode"] == "vit"]
+        others = g[g["mode"] != "vit"]
+        if len(vit) and len(others):
+            top = others.loc[others["mean"].idxmax()]
+            gaps.append((float(top["mean"] - vit["mean"].iloc[0]), fraction, top["mode"]))
+    if not gaps:
+        return f"No fraction has both vit and another mode yet; {label}."
+    gap, fraction, mode = max(gaps)
+    where = f"at {100 * float(fraction):g}% data"
+    if gap >= 0:
+        text = f"{mode} beats vit by {gap * 100:.1f} points {where}"
+    else:
+        text = (
+            f"vit beats every other mode {where}; the closest, {mode}, is "
+            f"{-gap * 100:.1f} points behind"
+        )
+    if len(gaps) > 1:
+        text += f" (the largest gap of {len(gaps)} fractions)"
+    return f"{text}; {label}."

@@ -1,0 +1,328 @@
+"""The report's sections: an ordered list of builders, each a function of the loaded study.
+
+A builder takes a `LoadedStudy` and returns a `Section`: an id, a title, a caption that states the
+section's finding in numbers computed from the data, and its parts (HTML snippets and Plotly
+figures, in order). `SECTIONS` is the page's order; `reports.page` only assembles. A new section
+is one function appended to `SECTIONS`; each is testable alone::
+
+    >>> from reports.load import load_study
+    >>> section = cost(load_study(store, "my-study"))  # doctest: +SKIP
+    >>> section.caption  # doctest: +SKIP
+    '3.2 trial-hours in all; mode=joint,... cost most (1.1 h, 34%); ...'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from reports import figures, stats, tables
+from reports.load import LoadedStudy
+from reports.main_views import MAIN_VIEWS, percent, summary_frame
+from study.status import HAS_RESULT, TRAINED, Phase, TrialStatus
+
+__all__ = [
+    "Section",
+    "SectionBuilder",
+    "SECTIONS",
+    "summary",
+    "main_view",
+    "learning_curves",
+    "search_diagnostics",
+    "results",
+    "cost",
+    "provenance",
+]
+
+MAX_IMPORTANCE_TRIALS = 500  # PED-ANOVA per arm on at most this many completed trials
+esc = html.escape
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the page: HTML parts are trusted markup (escaped by their builder)."""
+
+    id: str
+    title: str
+    caption: str
+    parts: tuple[str | go.Figure, ...] = ()
+    exports: dict[str, str] = field(default_factory=dict)  # suffix -> text written beside the page
+
+
+SectionBuilder = Callable[[LoadedStudy], Section]
+
+
+def _when(t) -> str:
+    if t is None or (isinstance(t, float) and math.isnan(t)):
+        return "–"
+    return pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")
+
+
+def _kv_table(pairs: list[tuple[str, object]]) -> str:
+    rows = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in pairs)
+    return f'<table class="kv"><tbody>{rows}</tbody></table>'
+
+
+def _best_arm(s: LoadedStudy) -> tuple[str, stats.Summary] | None:
+    if not s.summaries:
+        return None
+    return max(s.summaries.items(), key=lambda kv: kv[1].mean)
+
+
+# --- 1. summary -----------------------------------------------------------------------------------
+def summary(s: LoadedStudy) -> Section:
+    t, rec = s.trials, s.record
+    counts = t["status"].value_counts()
+    order = [st for st in figures.STATUS_COLORS if st in counts] + [
+        st for st in counts.index if st not in figures.STATUS_COLORS
+    ]
+    count_text = ", ".join(f"{counts[st]} {st.lower()}" for st in order)
+    hours = float(t["trial_seconds"].sum()) / 3600
+    searched = t[(t["phase"] == Phase.SEARCH) & t["status"].isin(TRAINED)]
+    saved = stats.asha_saved_share(searched["epochs_run"], s.max_epochs)
+    best = _best_arm(s)
+    caption = (
+        f"{len(t)} trials ({count_text}) took {hours:.1f} trial-hours; ASHA saved {saved:.0%} of "
+        f"the search's epochs ({int(searched['epochs_run'].sum())} of "
+        f"{len(searched) * s.max_epochs} epochs trained)"
+    )
+    if best:
+        caption += (
+            f"; best arm {best[0]} at {percent(best[1].mean)} "
+            f"({tables.SOURCE_LABEL[s.sources[best[0]]]}, n={best[1].n})"
+        )
+    info = _kv_table(
+        [
+            ("study", rec.name), ("space", rec.space), ("dataset", rec.dataset),
+            ("preset", rec.preset), ("command", rec.command), ("status", rec.status),
+            ("created", _when(rec.created_at)), ("finished", _when(rec.finished_at)),
+            ("max epochs / grace / reduction factor",
+             f"{s.max_epochs} / {rec.config.get('grace_epochs')} / "
+             f"{rec.config.get('reduction_factor')}"),
+            ("objective", rec.config.get("objective", "val_acc")),
+        ]
+    )  # fmt: skip
+    by_status = t.pivot_table(index="phase", columns="status", values="id", aggfunc="count",
+                              fill_value=0)  # fmt: skip
+    status_table = tables.html_table(
+        ["phase", *by_status.columns], [[p, *row] for p, row in zip(by_status.index,
+                                        by_status.to_numpy().tolist(), strict=True)]
+    )  # fmt: skip
+    best_rows = []
+    for arm, g in s.results.groupby("arm", sort=False):
+        src = tables.SOURCE_LABEL[g["source"].iloc[0]]
+        params = json.dumps(g["params"].iloc[0], sort_keys=True)
+        best_rows.append([arm, params, f"{g['value'].mean() * 100:.1f}", src, len(g)])
+    best_table = tables.html_table(["arm", "configuration", "accuracy (%)", "source", "n"],
+                                   best_rows)  # fmt: skip
+    failed = t[t["status"] == TrialStatus.FAILED]
+    errors = ""
+    if len(failed):
+        top = failed["error"].fillna("(no message)").str.slice(0, 160).value_counts().head(5)
+        errors = "<h3>Failures</h3>" + tables.html_table(
+            ["error", "trials"], [[e, n] for e, n in top.items()]
+        )
+    body = (
+        info + "<h3>Trials by phase and status</h3>" + status_table
+        + "<h3>Best configuration per arm</h3>" + best_table + errors
+    )  # fmt: skip
+    return Section("summary", "1. Summary", caption, (body,))
+
+
+# --- 2. main view: the one the study plan chose for the space ----------------------------------
+def main_view(s: LoadedStudy) -> Section:
+    df = summary_frame(s)
+    if df.empty:
+        return Section("main", "2. Main view", "No arm has a finished trial yet.")
+    name = s.record.main_view
+    view = MAIN_VIEWS.get(name, MAIN_VIEWS["arms"])
+    title, caption, parts = view(s, df)
+    if name not in MAIN_VIEWS:
+        parts += (f'<p class="note">Main view {esc(name)!s} is not known here; showing arms.</p>',)
+    return Section("main", title, caption, parts)
+
+
+# --- 3. learning curves ---------------------------------------------------------------------------
+def learning_curves(s: LoadedStudy) -> Section:
+    t, curves, drawn = s.trials, s.curves, len(s.drawn)
+    search = t[t["phase"] == Phase.SEARCH]
+    pruned = search[search["status"] == TrialStatus.PRUNED]
+    caption = f"{drawn} of {len(t)} trials drawn"
+    if drawn < len(t):
+        caption += " (all final runs, each arm's best search trials, a seeded random sample)"
+    if len(pruned):
+        at = pruned["epochs_run"].value_counts().sort_index()
+        stops = ", ".join(f"{n} at epoch {int(e)}" for e, n in at.head(6).items())
+        caption += f"; {len(pruned)} pruned trials stopped: {stops}"
+    if len(search):
+        caption += (
+            f"; the median search trial ran {search['epochs_run'].median():g} of "
+            f"{s.max_epochs} epochs"
+        )
+    if curves.empty:
+        return Section("curves", "3. Learning curves", caption + "; no per-epoch metrics stored.")
+    parts: tuple[str | go.Figure, ...] = (
+        figures.learning_curves(curves, t, s.colors, s.rungs, s.max_epochs),
+    )
+    if s.rungs:
+        parts += (
+            f'<p class="note">Dotted lines: ASHA rungs at epochs '
+            f"{', '.join(map(str, s.rungs))} (the first epoch ≥ grace × reduction factor^k, "
+            "where the scheduler decides). Dashed: val_acc_agent.</p>",
+        )
+    return Section("curves", "3. Learning curves", caption + ".", parts)
+
+
+# --- 4. search diagnostics ------------------------------------------------------------------------
+def search_diagnostics(s: LoadedStudy) -> Section:
+    search = s.trials[(s.trials["phase"] == Phase.SEARCH) & s.trials["status"].isin(HAS_RESULT)]
+    search = search[search["best_val_acc"].notna()]
+    if search.empty:
+        return Section("search", "4. Search diagnostics", "No completed search trial yet.")
+    importances, skipped, used = stats.param_importances(s.optuna_trials, MAX_IMPORTANCE_TRIALS)
+    prefix = f"{s.record.name}/"
+    importances = {k.removeprefix(prefix): v for k, v in importances.items()}
+    importances = {a: importances[a] for a in s.arms if a in importances}  # the page's arm order
+    skipped = {k.removeprefix(prefix): v for k, v in skipped.items()}
+    parts = []
+    if importances:
+        top = pd.Series([max(v, key=v.get) for v in importances.values()]).value_counts()
+        parts.append(
+            f"most important parameter: {top.index[0]} in {top.iloc[0]} of {len(importances)} arms "
+            "(PED-ANOVA" + _importance_note(list(used.values())) + ")"
+        )
+    firsts = []
+    for _, g in search.groupby("arm", sort=False):
+        values = g.sort_values("number")["best_val_acc"].to_numpy()
+        firsts.append((int(np.argmax(values)) + 1, len(values)))
+    parts.append(
+        f"each arm found its best after a median of {np.median([f for f, _ in firsts]):g} "
+        f"completed trials (median arm size {np.median([n for _, n in firsts]):g})"
+    )
+    caption = "; ".join(parts)
+    caption = caption[0].upper() + caption[1:] + "."
+    body: list[str | go.Figure] = [figures.best_so_far(search, s.colors)]
+    if importances:
+        body.append(figures.importance_heatmap(importances))
+    notes = [f"{a}: {why}" for a, why in skipped.items()]
+    if not len(s.optuna_trials):
+        notes.append("no Optuna studies found for this study's arms")
+    if notes:
+        body.append('<p class="note">Importance skipped for ' + esc("; ".join(notes)) + ".</p>")
+    complete = search[search["status"] == TrialStatus.COMPLETE]
+    if s.param_kinds and len(complete):
+        body.append(figures.parallel_coordinates(complete, s.param_kinds))
+        mean_imp = pd.DataFrame(importances.values()).mean().sort_values(ascending=False)
+        ranked = [p for p in mean_imp.index if p in s.param_kinds] or list(s.param_kinds)
+        top_params = {p: s.param_kinds[p] for p in ranked[:3]}
+        body.append(figures.slices(complete, top_params, s.colors))
+    return Section("search", "4. Search diagnostics", caption, tuple(body))
+
+
+def _importance_note(used: list[int]) -> str:
+    notes = []
+    if max(used) >= MAX_IMPORTANCE_TRIALS:
+        notes.append(f"on a random {MAX_IMPORTANCE_TRIALS} completed trials of larger arms")
+    if min(used) < 20:
+        notes.append("rough where an arm has fewer than 20 completed trials")
+    return "".join(", " + n for n in notes)
+
+
+# --- 5. results against the baseline, also as Markdown and LaTeX beside the page ----------------
+def results(s: LoadedStudy) -> Section:
+    rows = tables.result_rows(s.summaries, s.sources, s.comparisons)
+    cmp = [c for c in s.comparisons if c.p_holm is not None]
+    if not s.comparisons:
+        caption = "No arm has a baseline to compare with (none named by the space, or none run)"
+    elif not cmp:
+        caption = (
+            f"{len(s.comparisons)} comparisons with the baseline, none testable "
+            "(every test needs n ≥ 2 on both sides)"
+        )
+    else:
+        sig = sum(c.p_holm < 0.05 for c in cmp)
+        big = max(s.comparisons, key=lambda c: c.diff)
+        caption = (
+            f"{sig} of {len(cmp)} tested comparisons differ from their baseline at p < 0.05 after "
+            f"Holm; largest gain: {big.arm} over {big.baseline}, {big.diff * 100:+.1f} points"
+            + (f" (p = {tables.format_p(big.p)})" if big.p is not None else "")
+        )
+    single = [a for a, sm in s.summaries.items() if sm.n < 2]
+    if single:
+        caption += f"; {len(single)} arm(s) with n=1 have no interval"
+    caption += "."
+    note = (
+        '<p class="note">Δ: difference of means in percentage points against the baseline arm '
+        "(the space's baseline factor values, the other factors the same). p: paired "
+        "t-test when both arms ran the same seeds, Welch's t-test otherwise; Holm's correction "
+        "across the arms that share a baseline.</p>"
+    )
+    body = tables.html_table(tables.RESULT_HEADER, rows, "results") + note
+    title = f"bootstudy study {s.record.name}: results per arm"
+    md = f"# {title}\n\n{caption}\n\n" + tables.markdown_table(tables.RESULT_HEADER, rows)
+    tex = tables.latex_table(tables.RESULT_HEADER, rows, f"{title}. {caption}")
+    exports = {".md": md, ".tex": tex}
+    return Section("tables", "5. Results against the baseline", caption, (body,), exports)
+
+
+# --- 6. cost --------------------------------------------------------------------------------------
+def cost(s: LoadedStudy) -> Section:
+    t = s.trials
+    total = float(t["trial_seconds"].sum())
+    if total <= 0:
+        return Section("cost", "6. Cost", "No trial-seconds recorded.")
+    per_arm = t.groupby("arm", sort=False)["trial_seconds"].sum()
+    per_status = t.groupby("status")["trial_seconds"].sum() / total
+    per_status = per_status.reindex(
+        [st for st in figures.STATUS_COLORS if st in per_status.index]
+        + [st for st in per_status.index if st not in figures.STATUS_COLORS]
+    )
+    caption = (
+        f"{total / 3600:.1f} trial-hours in all; {per_arm.idxmax()} cost most "
+        f"({per_arm.max() / 3600:.1f} h, {per_arm.max() / total:.0%}); "
+        + ", ".join(f"{st.lower()} trials used {share:.0%}" for st, share in per_status.items())
+        + "."
+    )
+    return Section("cost", "6. Cost", caption, (figures.cost_bars(t),))
+
+
+# --- 7. provenance --------------------------------------------------------------------------------
+def provenance(s: LoadedStudy) -> Section:
+    rec = s.record
+    hw = rec.hardware if isinstance(rec.hardware, dict) else {"hardware": rec.hardware}
+    hw_text = ", ".join(f"{k}={v}" for k, v in hw.items()) or "not recorded"
+    caption = (
+        f"Code {rec.code_version}; {len(rec.package_versions)} package versions recorded; "
+        f"hardware: {hw_text}."
+    )
+    pairs = [
+        ("code version", rec.code_version),
+        ("command", rec.command),
+        ("storage", s.storage_url),
+        ("report built", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
+        *((f"hardware: {k}", v) for k, v in hw.items()),
+    ]
+    packages = tables.html_table(
+        ["package", "version"], sorted([k, v] for k, v in rec.package_versions.items())
+    )
+    return Section("provenance", "7. Provenance", caption, (_kv_table(pairs) + packages,))
+
+
+# The page, in order.
+SECTIONS: tuple[SectionBuilder, ...] = (
+    summary,
+    main_view,
+    learning_curves,
+    search_diagnostics,
+    results,
+    cost,
+    provenance,
+)
