@@ -123,6 +123,10 @@ class TrainConfig:
     # --- run --------------------------------------------------------------------------------------
     seed: int = 0  # initialisation, batch order, augmentation and dropout
     device: str = "auto"  # auto: cuda when present, else cpu
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 on CUDA, else fp32
+    #   Forward autocast: bf16 uses tensor cores without loss scaling; CPUs without bf16 units
+    #   run it slower, but bf16 on CPU exercises the GPU path; fp16 adds a GradScaler. Losses
+    #   always compute in fp32.
     compile: bool = False  # torch.compile: off by default, costly to warm up for short trials
     eval_batch_size: int = 512  # evaluation has no graph to keep; larger batches are cheaper
     max_eval_images: int | None = None  # cap val/test images for quick looks; None: all

@@ -6,7 +6,7 @@ exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["BootstudyError", "ConfigError", "DataError", "NonFiniteLoss"]
+__all__ = ["BootstudyError", "ConfigError", "DataError", "NonFiniteLoss", "PrecisionError"]
 
 
 class BootstudyError(Exception):
@@ -28,3 +28,11 @@ class NonFiniteLoss(BootstudyError, FloatingPointError):
         self.epoch, self.step, self.terms = epoch, step, terms
         shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
         super().__init__(f"non-finite loss at epoch {epoch}, step {step} ({shown})")
+
+
+class PrecisionError(BootstudyError, RuntimeError):
+    """A step mixed floating dtypes under autocast (a bug, named in one line: mode, precision, op).
+
+    CUDA kernels reject what CPU kernels accept, so this can surface first on a GPU; the message
+    names the op so the trial's error says what to fix without a 40-line trace.
+    """

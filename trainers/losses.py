@@ -1,5 +1,10 @@
 """Losses of Bootstrapping ViTs: mutual knowledge distillation and the feature hint.
 
+Every loss computes in float32 whatever dtype its inputs arrive in: under bf16/fp16 autocast the
+ViT's residual stream is float32 (its class token and position embedding promote it) while the
+agent's features are bf16, and a loss fed both would mix them (CUDA's `mse_loss` backward rejects
+the mix; CPU kernels accept it silently). Low-precision losses would also round away small terms.
+
 Example:
     >>> import torch
     >>> float(kd_loss(torch.zeros(2, 3), torch.zeros(2, 3), temperature=4.0))
@@ -16,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from trainers.errors import ConfigError
+from trainers.precision import upcast
 
 __all__ = [
     "HINT_DECAYS",
@@ -40,8 +46,8 @@ def kd_loss(
     The teacher is detached: in mutual KD each model is the other's teacher, and each direction
     trains only its student.
     """
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=-1)
+    log_p_student = F.log_softmax(upcast(student_logits) / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(upcast(teacher_logits.detach()) / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
     return kl * temperature**2
 
@@ -62,6 +68,7 @@ def resample_tokens(
     """
     if method not in RESAMPLE_METHODS:
         raise ConfigError(f"unknown resample method {method!r} (known: {list(RESAMPLE_METHODS)})")
+    tokens = upcast(tokens)  # averaging in bf16 would round the hint's targets
     if tokens.shape[1] == target_n:
         return tokens
     if method == "avgpool1d":
@@ -81,7 +88,7 @@ def resample_tokens(
 def _ln_mse(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # Released code: per-token LayerNorm (here without affine: nothing to learn) on both sides.
     dim = (student.shape[-1],)
-    return F.mse_loss(F.layer_norm(student, dim), F.layer_norm(target, dim))
+    return F.mse_loss(F.layer_norm(upcast(student), dim), F.layer_norm(upcast(target), dim))
 
 
 def _l2_mse(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -89,8 +96,8 @@ def _l2_mse(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # of two unit vectors is summed per sample (range [0, 4], = 2 - 2 cos), then averaged over
     # the batch. An element-wise mean would divide by N * D (~56k for ViT-S) and make the hint
     # weight meaningless; with the sum, unrelated features give ~2, like ln_mse's ~2.
-    s = F.normalize(student.flatten(1), dim=1)
-    t = F.normalize(target.flatten(1), dim=1)
+    s = F.normalize(upcast(student).flatten(1), dim=1)
+    t = F.normalize(upcast(target).flatten(1), dim=1)
     return (s - t).pow(2).sum(dim=1).mean()
 
 
@@ -119,17 +126,17 @@ def hint_loss(
     layers = tuple(range(len(vit_feats))) if layers is None else tuple(layers)
     if not layers or any(not 0 <= i < len(vit_feats) for i in layers):
         raise ConfigError(f"hint layers {layers} must be within 0..{len(vit_feats) - 1}")
-    total = vit_feats[0].new_zeros(())
+    distances = []
     for i in layers:
-        student, target = vit_feats[i], agent_feats[i].detach()
+        student, target = upcast(vit_feats[i]), upcast(agent_feats[i].detach())
         agent_grid = tuple(agent_grids[i])
         n_student, n_target = student.shape[1], target.shape[1]
         if n_student > n_target:
             student = resample_tokens(student, n_target, tuple(vit_grid), agent_grid, resample)
         elif n_target > n_student:
             target = resample_tokens(target, n_student, agent_grid, tuple(vit_grid), resample)
-        total = total + _DISTANCES[distance](student, target)
-    return total / len(layers)
+        distances.append(_DISTANCES[distance](student, target))
+    return sum(distances) / len(layers)
 
 
 def hint_weight(base: float, epoch: int, epochs: int, decay: str) -> float:

@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import torch
 
+from trainers.precision import upcast
+
 __all__ = ["GradientAlignment", "aligned_backward", "project_conflicting"]
 
 
@@ -39,8 +41,13 @@ def project_conflicting(g_agent: torch.Tensor, g_vit: torch.Tensor) -> torch.Ten
 def _grads(
     loss: torch.Tensor, params: Sequence[torch.Tensor], retain_graph: bool
 ) -> list[torch.Tensor]:
+    # float32 whatever the parameters' dtype: the dot products of the projection sum millions of
+    # products, which bf16/fp16 would round to nonsense
     grads = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)]
+    return [
+        upcast(torch.zeros_like(p)) if g is None else upcast(g)
+        for p, g in zip(params, grads, strict=True)
+    ]
 
 
 def aligned_backward(
@@ -65,8 +72,9 @@ def aligned_backward(
     grads_vit = _grads(loss_vit, params, retain_graph=True)
     grads_agent = _grads(loss_agent, params, retain_graph=False)
     n = len(shared)
-    g_vit = torch.cat([g.reshape(-1) for g in grads_vit[:n]]) if n else torch.zeros(0)
-    g_agent = torch.cat([g.reshape(-1) for g in grads_agent[:n]]) if n else torch.zeros(0)
+    empty = torch.zeros(0, dtype=torch.float32)
+    g_vit = torch.cat([g.reshape(-1) for g in grads_vit[:n]]) if n else empty
+    g_agent = torch.cat([g.reshape(-1) for g in grads_agent[:n]]) if n else empty
     norms = g_vit.norm() * g_agent.norm()
     cosine = float(torch.dot(g_agent, g_vit) / norms) if n and norms > 0 else 0.0
     aligned = project_conflicting(g_agent, g_vit) if n else g_agent
@@ -81,7 +89,7 @@ def aligned_backward(
 
 
 def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:
-    grad = grad.detach()
+    grad = grad.detach().to(param.dtype)
     if param.grad is None:
         param.grad = grad.clone()
     else:

@@ -11,12 +11,13 @@ with a flat dict of floats) and gets the result dict back. Example, on 2% of Fas
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,10 +28,11 @@ from torch import nn
 from trainers.augment import BatchAugmenter, batch_indices
 from trainers.config import TrainConfig
 from trainers.datasets import ImageData, load_dataset
-from trainers.errors import ConfigError, NonFiniteLoss
+from trainers.errors import ConfigError, NonFiniteLoss, PrecisionError
 from trainers.losses import hint_loss, hint_weight, kd_loss
 from trainers.modes import Networks, build_networks, shared_parameters
 from trainers.pcgrad import aligned_backward
+from trainers.precision import DtypeGuard, autocast, grad_scaler, is_dtype_error, resolve_precision
 from trainers.splits import class_balanced_indices, train_val_split
 from trainers.vit import vit_forward_features
 
@@ -191,11 +193,9 @@ class _Run:
         self.shared = shared_parameters(networks)
         shared_ids = {id(p) for p in self.shared}
         self.unshared = [p for p in self.params if id(p) not in shared_ids]
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if device.type == "cuda"
-            else contextlib.nullcontext()
-        )
+        self.precision = resolve_precision(cfg.precision, device)
+        self.autocast = autocast(self.precision, device)
+        self.scaler = grad_scaler(self.precision, device)
         self.forward = _forward_fn(cfg, networks)
         if cfg.compile:  # one graph for both networks' forward; the first steps pay to compile
             self.forward = torch.compile(self.forward)
@@ -213,6 +213,7 @@ class _Run:
                 "torch_rng": torch.get_rng_state(),
                 # dropout on a GPU draws from the device's generator, not the CPU one
                 "cuda_rng": self._cuda_rng_state(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             }
         )
 
@@ -229,6 +230,8 @@ class _Run:
         torch.set_rng_state(state["torch_rng"])
         if self.device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         return state["epoch"], state["best_val_acc"]
 
 
@@ -365,28 +368,75 @@ def train_step(
     cfg = run.cfg
     if run.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
-    with run.autocast:
-        outputs = run.forward(x)
-    terms, weight = loss_terms(cfg, outputs, y, epoch, grids)
-    # One device-to-host copy for all terms (a float() per term would sync the GPU once each)
-    stacked = torch.stack([v.detach() for v in terms.values()]).tolist()
-    values = dict(zip(terms, stacked, strict=True))
-    if not math.isfinite(sum(values.values())):
-        raise NonFiniteLoss(epoch + 1, step, values)
-    for opt in run.optimizers:
-        opt.zero_grad(set_to_none=True)
-    if cfg.grad_align == "pcgrad" and run.shared:
-        loss_vit = sum(v for k, v in terms.items() if k in _VIT_TERMS)
-        loss_agent = sum(v for k, v in terms.items() if k not in _VIT_TERMS)
-        aligned_backward(loss_vit, loss_agent, run.shared, run.unshared)
-    else:
-        sum(terms.values()).backward()
+    try:
+        with run.autocast:
+            outputs = run.forward(x)
+        terms, weight = loss_terms(cfg, outputs, y, epoch, grids)  # fp32, outside autocast
+        # One device-to-host copy for all terms (a float() per term would sync the GPU once each)
+        stacked = torch.stack([v.detach() for v in terms.values()]).tolist()
+        values = dict(zip(terms, stacked, strict=True))
+        if not math.isfinite(sum(values.values())):
+            raise NonFiniteLoss(epoch + 1, step, values)
+        _backward(run, terms)
+    except RuntimeError as err:
+        if not is_dtype_error(err):
+            raise
+        raise PrecisionError(_dtype_failure(run, x, y, epoch, grids, err)) from None
+    scaler = run.scaler
+    if scaler is not None:  # clip and step on the true gradients
+        for opt in run.optimizers:
+            scaler.unscale_(opt)
     if cfg.clip_grad > 0:  # every step (the released mutual trainer clips only the first)
         torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)
     for opt, sched in zip(run.optimizers, run.schedulers, strict=True):
-        opt.step()
+        if scaler is not None:
+            scaler.step(opt)  # skipped when fp16 gradients overflowed
+        else:
+            opt.step()
         sched.step()
+    if scaler is not None:
+        scaler.update()
     return values, weight
+
+
+def _backward(run: _Run, terms: dict[str, torch.Tensor]) -> None:
+    """Gradients of the summed terms into `.grad` (PCGrad-aligned on shared weights if asked)."""
+    for opt in run.optimizers:
+        opt.zero_grad(set_to_none=True)
+    scale = run.scaler.scale if run.scaler is not None else (lambda loss: loss)
+    if run.cfg.grad_align == "pcgrad" and run.shared:
+        loss_vit = sum(v for k, v in terms.items() if k in _VIT_TERMS)
+        loss_agent = sum(v for k, v in terms.items() if k not in _VIT_TERMS)
+        # one scale for both: the projection is invariant to it
+        aligned_backward(scale(loss_vit), scale(loss_agent), run.shared, run.unshared)
+    else:
+        scale(sum(terms.values())).backward()
+
+
+def _dtype_failure(
+    run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int, grids, err: RuntimeError
+) -> str:
+    """One line naming the mode, the precision and the op that mixed dtypes.
+
+    A backward error does not say which forward op made it, so the losses are run again under a
+    `DtypeGuard`; if they are clean, the op is the innermost frame of the original error.
+    """
+    head = f"mode '{run.cfg.mode}' at precision {run.precision}"
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    guard = DtypeGuard()
+    try:
+        with torch.no_grad():
+            with run.autocast:
+                outputs = run.forward(x)
+            with guard:
+                loss_terms(run.cfg, outputs, y, epoch, grids)
+    except RuntimeError:  # the guard has recorded what came before
+        pass
+    if guard.first() is not None:
+        return f"{head}: loss op {guard.first()} ({reason})"
+    frame = traceback.extract_tb(err.__traceback__)[-1]
+    where = f"{Path(frame.filename).name}:{frame.lineno} {frame.name}"
+    return f"{head}: {where}: {reason}"
 
 
 def _grids(networks: Networks):

@@ -1,0 +1,201 @@
+"""Every mode and loss option trains under every precision, and no loss mixes dtypes.
+
+CPU autocast runs the GPU's mixed-precision path but its kernels accept a float32/bfloat16 mix
+that CUDA rejects in the backward ("Found dtype BFloat16 but expected Float": the ln_mse hint on
+an H100).
+So besides a finite loss, each step runs its losses and PCGrad's projection under a `DtypeGuard`:
+every op there must see one floating dtype, and every loss reduction float32. On the code before
+the fix the guard failed every ln_mse and l2_mse case under bf16 and fp16. The CUDA grid is the
+same cases on a GPU, skipped without one.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trainers.training as train_module
+from trainers.config import TrainConfig
+from trainers.errors import PrecisionError
+from trainers.losses import hint_loss, kd_loss, resample_tokens
+from trainers.modes import build_networks
+from trainers.pcgrad import aligned_backward
+from trainers.precision import DtypeGuard, is_dtype_error, resolve_precision
+from trainers.training import _grids, _Run, train_step
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# A model small enough for ~50 cases: 16 px, patch 4 (a 4x4 grid), two blocks; the res_like agent
+# pools after block 0, so block 1's hint compares 16 ViT tokens with 4 agent tokens (resampled).
+SMALL_MODEL = dict(
+    img_size=16,
+    patch_size=4,
+    embed_dim=36,
+    depth=2,
+    num_heads=9,
+    mlp_ratio=2.0,
+    drop_rate=0.0,
+    agent_design="res_like",
+    agent_stem="vit_like",
+    batch_size=8,
+)
+HINT_OPTIONS = [
+    dict(hint_distance=d, resample=r)
+    for d, r in itertools.product(("ln_mse", "l2_mse"), ("avgpool1d", "interp2d"))
+]
+
+
+def _grid() -> list[tuple[str, dict]]:
+    """(mode, options): each mode with every combination of the loss options it uses."""
+    cases = [("vit", {}), ("agent", {})]
+    cases += [("joint", o) for o in HINT_OPTIONS]
+    cases += [("shared", {**o, "grad_align": a}) for o in HINT_OPTIONS for a in ("none", "pcgrad")]
+    return cases
+
+
+CASES = [
+    pytest.param(mode, options, precision, id="-".join([mode, *options.values(), precision]))
+    for (mode, options), precision in itertools.product(_grid(), PRECISIONS)
+]
+
+
+@pytest.fixture
+def guard(monkeypatch) -> DtypeGuard:
+    """A DtypeGuard active around the step's losses and PCGrad's projection, nowhere else."""
+    guard = DtypeGuard()
+
+    def guarded(fn):
+        def wrapper(*args, **kwargs):
+            with guard:
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(train_module, "loss_terms", guarded(train_module.loss_terms))
+    monkeypatch.setattr(train_module, "aligned_backward", guarded(train_module.aligned_backward))
+    return guard
+
+
+def _run(mode: str, options: dict, precision: str, device: str) -> _Run:
+    cfg = TrainConfig(mode=mode, precision=precision, device=device, **SMALL_MODEL, **options)
+    torch.manual_seed(0)
+    networks = build_networks(cfg, num_classes=10, in_chans=3, img_size=cfg.img_size)
+    for module in networks.modules.values():
+        module.to(device).train()
+    return _Run(cfg, networks, torch.device(device), n_train=64)
+
+
+def _steps(run: _Run, device: str, steps: int = 2) -> list[dict[str, float]]:
+    generator = torch.Generator().manual_seed(1)
+    grids = _grids(run.networks)
+    out = []
+    for step in range(steps):
+        x = torch.randn(8, 3, 16, 16, generator=generator).to(device)
+        y = torch.randint(0, 10, (8,), generator=generator).to(device)
+        values, _ = train_step(run, x, y, epoch=0, step=step, grids=grids)
+        out.append(values)
+    return out
+
+
+def _check_case(mode, options, precision, device, guard):
+    run = _run(mode, options, precision, device)
+    assert run.precision == precision
+    history = _steps(run, device)
+    for values in history:
+        assert values and all(torch.isfinite(torch.tensor(v)) for v in values.values()), values
+    expected = {"vit": {"cls"}, "agent": {"cls"}}.get(mode)
+    expected = expected or {"cls_vit", "cls_agent", "kd_vit", "kd_agent", "hint"}
+    assert set(history[0]) == expected
+    assert guard.checked >= 2 * len(expected)  # the guard saw every loss's ops
+    assert guard.violations == [], f"{mode} {options} {precision}: {guard.violations}"
+
+
+@pytest.mark.parametrize("mode, options, precision", CASES)
+def test_every_mode_and_loss_option_trains_on_cpu_without_mixing_dtypes(
+    mode, options, precision, guard
+):
+    torch.set_num_threads(1)
+    _check_case(mode, options, precision, "cpu", guard)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode, options, precision", CASES)
+def test_every_mode_and_loss_option_trains_on_cuda_without_mixing_dtypes(
+    mode, options, precision, guard
+):
+    _check_case(mode, options, precision, "cuda", guard)
+
+
+def test_auto_precision_is_bf16_on_cuda_and_fp32_on_cpu():
+    assert resolve_precision("auto", torch.device("cuda")) == "bf16"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+    run = _run("vit", {}, "auto", "cpu")
+    assert run.precision == "fp32" and run.scaler is None
+    assert _run("vit", {}, "fp16", "cpu").scaler is not None  # fp16 needs loss scaling
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_each_loss_computes_in_fp32_whatever_its_inputs(low):
+    """Every loss, fed one float32 and one low-precision input (as autocast hands them over),
+    returns float32 and mixes nothing; the value equals the all-float32 computation."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 16, 8, generator=g), torch.randn(4, 4, 8, generator=g)
+    za, zb = torch.randn(4, 10, generator=g), torch.randn(4, 10, generator=g)
+    grids = dict(vit_grid=(4, 4), agent_grids=[(2, 2)])
+    for distance, resample in itertools.product(("ln_mse", "l2_mse"), ("avgpool1d", "interp2d")):
+        options = dict(layers=None, distance=distance, resample=resample, **grids)
+        with DtypeGuard() as guard:
+            mixed = hint_loss([a], [b.to(low)], **options)
+        exact = hint_loss([a], [b.to(low).float()], **options)
+        assert guard.violations == [] and mixed.dtype == torch.float32, guard.violations
+        assert torch.equal(mixed, exact)
+    with DtypeGuard() as guard:
+        kd = kd_loss(za.to(low), zb, temperature=4.0)
+        pooled = resample_tokens(a.to(low), 4, (4, 4), (2, 2), "interp2d")
+    assert guard.violations == [] and kd.dtype == pooled.dtype == torch.float32
+    assert torch.equal(kd, kd_loss(za.to(low).float(), zb, temperature=4.0))
+
+
+def test_pcgrad_projects_in_fp32_on_low_precision_losses():
+    p = torch.nn.Parameter(torch.randn(5))
+    q = torch.nn.Parameter(torch.randn(3))
+    with DtypeGuard() as guard:
+        loss_vit, loss_agent = (p * 2).sum().to(torch.bfloat16), -p.sum() + q.sum()
+        aligned_backward(loss_vit, loss_agent, shared_params=[p], other_params=[q])
+    assert p.grad.dtype == q.grad.dtype == torch.float32
+    assert not [v for v in guard.violations if "dot" in v or "norm" in v]
+
+
+def test_the_guard_catches_the_mix_of_the_bug():
+    """What the ln_mse hint did before the fix: mse_loss(float32, bfloat16 layer_norm outputs)."""
+    a, b = torch.randn(2, 4, 8), torch.randn(2, 4, 8, dtype=torch.bfloat16)
+    with DtypeGuard() as guard:
+        F.mse_loss(F.layer_norm(a, (8,)), F.layer_norm(b, (8,)))
+    assert guard.first() == "torch.nn.functional.mse_loss: mixes bfloat16, float32"
+
+
+def test_a_dtype_error_fails_the_step_with_mode_and_op_in_one_line(monkeypatch):
+    """CUDA's error, simulated on CPU: a hint distance that mixes dtypes, then fails as CUDA's
+    mse_loss backward does. The trial's error is one line naming the mode, precision and op."""
+    import trainers.losses as losses
+
+    def mixed_then_cuda_error(student, target):
+        F.mse_loss(student, target.to(torch.bfloat16))
+        raise RuntimeError("Found dtype BFloat16 but expected Float\nwith more lines of trace")
+
+    monkeypatch.setitem(losses._DISTANCES, "ln_mse", mixed_then_cuda_error)
+    run = _run("shared", {}, "bf16", "cpu")
+    with pytest.raises(PrecisionError) as info:
+        _steps(run, "cpu", steps=1)
+    message = str(info.value)
+    assert "\n" not in message and info.value.__suppress_context__
+    assert message == (
+        "mode 'shared' at precision bf16: loss op torch.nn.functional.mse_loss: mixes bfloat16, "
+        "float32 (Found dtype BFloat16 but expected Float)"
+    )
+    assert is_dtype_error(RuntimeError("expected scalar type Float but found BFloat16"))
+    assert not is_dtype_error(RuntimeError("CUDA out of memory"))
