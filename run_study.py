@@ -21,26 +21,26 @@ from pathlib import Path
 
 from search_spaces import SPACES, get_space, list_spaces
 from study.plan import DEFAULT_STORAGE, StudyConfig, resolve_preset
-from trainers.cli import ArgParser, parse_value, run_cli
+from trainers.cli import ArgParser, parse_value, program, run_cli
 from trainers.errors import ConfigError
 
 
 def build_parser() -> ArgParser:
     p = ArgParser(
-        prog="run_study.py",
+        prog=program("run_study.py"),
         description="Run a Ray Tune x Optuna x ASHA study of the bootstrapping trainer; every "
-        "trial is stored in SQL (open it with optuna-dashboard).",
+        "trial is stored in SQL (open it with optuna-dashboard), then the HTML report is written.",
     )
-    p.add_argument("--space", help="search space to run (see --list-spaces)")
+    spaces = ", ".join(list_spaces())
+    p.add_argument("--space", metavar="{" + spaces.replace(" ", "") + "}", help="search space")
     p.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
-    p.add_argument("--study", help="study name (default: <space>-<dataset>-<preset>)")
-    p.add_argument("--dataset", default="fashion_mnist", help="dataset (default: fashion_mnist)")
-    p.add_argument("--data-dir", help="where the dataset lives (default: its own lookup order)")
+    p.add_argument("--study", help="study name (none: <space>-<dataset>-<preset>)")
+    p.add_argument("--dataset", default="fashion_mnist", help="registered dataset every trial uses")
+    p.add_argument("--data-dir", help="where the dataset lives (none: its own lookup order)")
     p.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,
-        help=f"SQL URL for results and Optuna (default: {DEFAULT_STORAGE}); "
-        "postgresql+psycopg://... for clusters",
+        help="SQL URL for results and Optuna; postgresql+psycopg://... for clusters",
     )
     p.add_argument(
         "--preset",
@@ -49,41 +49,39 @@ def build_parser() -> ArgParser:
         help="budget and model size: smoke (~2 min look), cpu (<=15 min on 2 cores), "
         "gpu (paper sizes); auto picks cpu or gpu from the hardware",
     )
-    p.add_argument("--trials", type=int, default=None, help="trials per arm (default: preset's)")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs per trial = ASHA's max_t")
-    p.add_argument("--grace-epochs", type=int, default=None, help="ASHA grace period in epochs")
-    p.add_argument("--reduction-factor", type=float, default=None, help="ASHA reduction factor")
+    p.add_argument("--trials", type=int, help="trials per arm (none: the preset's)")
+    p.add_argument(
+        "--epochs", type=int, help="max epochs per trial = ASHA's max_t (none: preset's)"
+    )
+    p.add_argument("--grace-epochs", type=int, help="ASHA grace period in epochs (none: preset's)")
+    p.add_argument("--reduction-factor", type=float, help="ASHA reduction factor (none: preset's)")
     p.add_argument(
         "--final-seeds",
         type=int,
-        default=None,
-        help="re-run each arm's best config with this many new seeds, on test",
+        help="re-run each arm's best config with this many new seeds, on test (none: preset's)",
     )
     p.add_argument(
-        "--concurrency",
-        type=int,
-        default=0,
-        help="trials at once (default: as many as the resources allow)",
+        "--concurrency", type=int, default=0, help="trials at once (0: as the resources allow)"
     )
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial (default 1)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial")
     p.add_argument(
         "--gpus-per-trial",
         type=float,
-        default=None,
-        help="GPUs per trial; fractions pack trials (0.25: four per GPU). "
-        "Default: 1 with the gpu preset, else 0",
+        help="GPUs per trial; fractions pack trials (0.25: four per GPU); "
+        "none: 1 with the gpu preset, else 0",
     )
-    p.add_argument("--address", help="join this Ray cluster (default: start Ray locally)")
-    p.add_argument("--seed", type=int, default=0, help="sampler and trial seed (default 0)")
+    p.add_argument("--address", help="join this Ray cluster (none: start Ray locally)")
+    p.add_argument("--seed", type=int, default=0, help="sampler and trial seed")
     p.add_argument("--retries", type=int, default=0, help="re-runs of a trial that raised")
-    p.add_argument("--results-dir", default="runs", help="Ray results and reports (default: runs)")
+    p.add_argument("--results-dir", default="runs", help="Ray results and reports go below it")
     p.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         dest="overrides",
-        help="a TrainConfig value for every trial, e.g. --set hint_distance=l2_mse (repeatable)",
+        help="a TrainConfig value for every trial, e.g. --set hint_distance=l2_mse (repeatable; "
+        "python -m trainers --help lists the fields)",
     )
     p.add_argument(
         "--arm",
@@ -233,5 +231,10 @@ def write_report(config: StudyConfig, out=sys.stdout) -> Path | None:
     return path
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `bootstudy-study` console script."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -5,30 +5,35 @@ Bad input (unknown study, bad URL, missing database) prints one line on stderr a
 
 from __future__ import annotations
 
-import argparse
-import sys
+from trainers.cli import ArgParser, program, run_cli
 
-from trainers.errors import BootstudyError
+DEFAULT_STORAGE = "sqlite:///runs/studies.db"  # as run_study.py's (study.plan.DEFAULT_STORAGE)
 
-DEFAULT_STORAGE = "sqlite:///runs/studies.db"
+
+def build_parser() -> ArgParser:
+    parser = ArgParser(
+        prog=program("python -m reports"),
+        description="Write one study's report: a self-contained HTML page, and its results table "
+        "as Markdown and LaTeX beside it.",
+    )
+    parser.add_argument("--study", required=True, help="study name, as run_study.py --study")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="the study's SQL URL")
+    parser.add_argument("--out", help="HTML path (none: runs/reports/<study>.html)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports", description=__doc__.splitlines()[0])
-    parser.add_argument("--study", required=True, help="study name (bootstudy_studies.name)")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"default {DEFAULT_STORAGE}")
-    parser.add_argument("--out", default=None, help="HTML path; default runs/reports/<study>.html")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     from reports import build_report  # after parsing: --help stays instant
 
-    try:
-        out = build_report(args.study, args.storage, args.out)
-    except BootstudyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(out)
+    print(build_report(args.study, args.storage, args.out))
     return 0
 
 
+def cli() -> None:
+    """The `bootstudy-report` console script."""
+    run_cli(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -3,18 +3,17 @@
     python -m trainers --mode shared --dataset fashion_mnist --fraction 0.1 --epochs 5 \\
         --preset tiny --seed 0
 
-Every `TrainConfig` field is an option (`--hint-distance l2_mse`, `--hint-layers 0,2`, ...).
+Every `TrainConfig` field is an option (`--hint-distance l2_mse`, `--hint-layers 0,2`, ...);
+`--help` lists them with the choices, default and reason each field has in `trainers/config.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
-from trainers.cli import ArgParser, parse_value, run_cli
+from trainers.cli import ArgParser, add_dataclass_options, program, run_cli
 from trainers.config import TrainConfig
-from trainers.training import train
 
 # Columns of the live table: (metric, header, format).
 _COLUMNS = (
@@ -29,33 +28,23 @@ _COLUMNS = (
 )
 
 
-def _parse_value(text: str):
-    """Options arrive as text; `0,2` is a list here (`--hint-layers 0,2`)."""
-    if "," in text and not text.startswith("["):
-        text = f"[{text}]"
-    return parse_value(text)
-
-
 def build_parser() -> ArgParser:
     parser = ArgParser(
-        prog="python -m trainers",
-        description="Train one configuration (ViT, agent CNN, joint or shared bootstrapping).",
+        prog=program("python -m trainers"),
+        description="Train one configuration (ViT, agent CNN, joint or shared bootstrapping): a "
+        "table per epoch on stderr, then one JSON line with the config and the result.",
     )
-    for f in dataclasses.fields(TrainConfig):
-        flags = [f"--{f.name.replace('_', '-')}"]
-        if f.name == "data_fraction":
-            flags.append("--fraction")
-        parser.add_argument(
-            *flags, dest=f.name, metavar="V", default=None, help=f"(TrainConfig.{f.name})"
-        )
+    add_dataclass_options(parser, TrainConfig, aliases={"data_fraction": ["--fraction"]})
     parser.add_argument("--quiet", action="store_true", help="print only the result line")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    values = {k: _parse_value(v) for k, v in vars(args).items() if v is not None and k != "quiet"}
+    values = {k: v for k, v in vars(args).items() if v is not None and k != "quiet"}
     config = TrainConfig.from_dict(values)
+    from trainers.training import train  # after parsing: --help and bad options need no torch
+
     printed_header = False
 
     def report(metrics: dict[str, float]) -> None:
@@ -73,5 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `bootstudy-train` console script."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
