@@ -5,8 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
+# Debian packages are installed only when we may (root, apt-get present); apt's lists are
+# refreshed only when the package is not found without it.
+MAY_APT := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null
+apt_get = echo "installing Debian's $(1)"; apt-get install -y -q $(1) >/dev/null 2>&1 || \
+	{ apt-get update -q >/dev/null && apt-get install -y -q $(1) >/dev/null; }
 
-.PHONY: venv data study test test-slow bench lint clean
+.PHONY: venv data browser study test test-slow bench lint clean
 
 venv: $(STAMP)
 
@@ -20,21 +26,29 @@ $(STAMP): pyproject.toml
 # otherwise torchvision downloads it into runs/data on first use (machines with internet).
 data: venv
 	@if [ -f $(FMNIST_DEB) ] || [ -n "$$BOOTSTUDY_DATA" ]; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing Debian's dataset-fashion-mnist"; \
-		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+	elif $(MAY_APT); then \
+		$(call apt_get,dataset-fashion-mnist); \
 	else \
 		$(PY) -m trainers.datasets --fetch fashion_mnist; \
+	fi
+
+# Chromium for the report tests (Playwright drives Debian's; it never downloads browsers): installed
+# like the dataset when we may (root, apt present); elsewhere those tests say why they skip.
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif $(MAY_APT); then \
+		$(call apt_get,chromium); \
+	else \
+		echo "note: $(CHROMIUM) is missing and cannot be installed here; the browser tests skip"; \
 	fi
 
 study: data
 	$(PY) run_study.py --space data_fraction
 
-test: data
+test: data browser
 	$(PY) -m pytest -m "not slow"
 
-test-slow: data
+test-slow: data browser
 	$(PY) -m pytest -m slow
 
 bench: data

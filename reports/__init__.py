@@ -8,6 +8,14 @@ or from the shell: `python -m reports --study fraction_sweep`. The page opens fr
 network (plotly.js is embedded once) and holds, each under a caption stating its finding in
 numbers: summary, the space's main view, learning curves, search diagnostics, results against the
 baseline (n, mean ± std, 95% CI, p, Holm), cost, provenance.
+
+Lives here: `load_study` (load.py: one study through the store's query API), the section builders
+in page order (sections.py), the main views a space can choose (main_views.py), the statistics
+(stats.py), figures and tables, the page assembly (page.py), synthetic studies (synthetic.py) and
+`python -m reports`.
+
+May import: `study` (the store, the statuses, the plan), `search_spaces`, `trainers` (errors, cli).
+Imported by: `run_study.py` (after the study), tests and benches; never by `study`.
 """
 
 from __future__ import annotations

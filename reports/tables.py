@@ -11,8 +11,6 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-import pandas as pd
-
 from reports.stats import Comparison, Summary, format_interval
 
 __all__ = [
@@ -110,7 +108,3 @@ def latex_table(header: Sequence[str], rows: Sequence[Sequence[object]], caption
         r"\end{table}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def frame_rows(df: pd.DataFrame) -> list[list[str]]:
-    return [[str(v) for v in row] for row in df.itertuples(index=False)]

@@ -1,7 +1,13 @@
-"""bootstudy's study layer: where studies and trials are stored.
+"""Running a study and keeping its record: the plan, the search, Ray, and the store.
 
-`Store` writes and reads bootstudy's tables; `optuna_storage` opens Optuna's tables in the same
-database; `make_engine` checks a database URL. See `study.schema` for the tables.
+Lives here: `StudyConfig` and the facts it derives once (plan.py: arms, ASHA rungs, baselines, main
+view), the per-arm Optuna search (arm_search.py), the only module importing Ray (ray_tune.py), the
+driver (runner.py), the statuses (status.py), and the store: `Store` (store.py) with its tables
+(schema.py, migrations/), Optuna's table shapes (optuna_schema.py) and URLs (engine.py), the only
+code that speaks SQL. `optuna_storage` opens Optuna's tables in the same database.
+
+May import: `trainers`, `search_spaces`; never `reports` (the report reads the store afterwards).
+Imported by: `reports` (the store, the statuses, the plan), `run_study.py`, tests and benches.
 """
 
 import importlib

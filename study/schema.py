@@ -64,7 +64,7 @@ __all__ = [
 NAME_LENGTH = 255  # study names and Optuna study names; Optuna allows 512, 255 is plenty
 SPACE_LENGTH = 64  # registered search space name
 DATASET_LENGTH = 64  # registered dataset name
-PRESET_LENGTH = 16  # "smoke", "quick", "full", ...
+PRESET_LENGTH = 16  # "smoke", "cpu", "gpu"
 STATUS_LENGTH = 16
 CODE_VERSION_LENGTH = 64  # `git describe --always --dirty` output, or "unknown"
 ARM_LENGTH = 255  # "mode=shared,fraction=0.1"

@@ -1,6 +1,8 @@
-"""`Store`: the only code that writes bootstudy's tables, one method per operation.
+"""`Store`: the only module that speaks SQL (with `study.migrations`), one method per operation.
 
-Every write is one short transaction: it lands whole or not at all, and a database error comes out
+It writes and reads bootstudy's tables, and reads Optuna's in bulk (`optuna_trials_frame`; Optuna's
+own API writes them, except `import_trials` for synthetic studies). Every write is one short
+transaction: it lands whole or not at all, and a database error comes out
 as a one-line `StorageError`. Reads return frozen dataclasses (`StudyRecord`, `TrialRecord`) or
 pandas frames, never live ORM objects, so nothing outside this module holds a session.
 
@@ -11,7 +13,7 @@ Example::
 
     store = Store("sqlite:///runs/study.db")
     study = store.create_study("fraction-sweep", space="data_fraction", dataset="fashion_mnist",
-                               preset="quick", command="run_study.py --space data_fraction",
+                               preset="smoke", command="run_study.py --space data_fraction",
                                config={"arms": 2}, provenance=collect())
     trial_id = store.start_trial(study.id, arm="fraction=0.1", arm_factors={"fraction": 0.1},
                                  number=store.next_trial_number(study), phase="search",
