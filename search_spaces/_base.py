@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
@@ -38,39 +38,38 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Float:
+class _Range:
+    """A numeric range of one TrainConfig field, sampled uniformly (log-uniformly with `log`)."""
+
     name: str  # a TrainConfig field
     low: float
     high: float
     log: bool = False
     when: Callable[[dict[str, Any]], bool] | None = None  # define-by-run: sample only if true
+    _suggest: ClassVar[str]  # the optuna.Trial method, e.g. "suggest_float"
+    _distribution: ClassVar[str]  # the optuna.distributions class it draws from
 
-    def sample(self, trial) -> float:
-        return trial.suggest_float(self.name, self.low, self.high, log=self.log)
+    def sample(self, trial) -> Any:
+        return getattr(trial, self._suggest)(self.name, self.low, self.high, log=self.log)
 
     def optuna(self):
         """The Optuna distribution `sample` draws from."""
-        from optuna.distributions import FloatDistribution
+        import optuna.distributions
 
-        return FloatDistribution(self.low, self.high, log=self.log)
+        kind = getattr(optuna.distributions, self._distribution)
+        return kind(self.low, self.high, log=self.log)
 
 
 @dataclass(frozen=True)
-class Int:
-    name: str
-    low: int
-    high: int
-    log: bool = False
-    when: Callable[[dict[str, Any]], bool] | None = None
+class Float(_Range):
+    _suggest = "suggest_float"
+    _distribution = "FloatDistribution"
 
-    def sample(self, trial) -> int:
-        return trial.suggest_int(self.name, self.low, self.high, log=self.log)
 
-    def optuna(self):
-        """The Optuna distribution `sample` draws from."""
-        from optuna.distributions import IntDistribution
-
-        return IntDistribution(self.low, self.high, log=self.log)
+@dataclass(frozen=True)
+class Int(_Range):
+    _suggest = "suggest_int"
+    _distribution = "IntDistribution"
 
 
 @dataclass(frozen=True)
