@@ -10,7 +10,7 @@ import json
 import sys
 import tokenize
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -100,8 +100,18 @@ def field_comments(cls: type) -> dict[str, str]:
         while following in comments and lines[following - 1].lstrip().startswith("#  "):
             parts.append(comments[following])
             following += 1
-        out[stmt.target.id] = " ".join(p.lstrip("#").strip() for p in parts if p.strip("# "))
+        out[stmt.target.id] = _sentences(p.lstrip("#").strip() for p in parts if p.strip("# "))
     return out
+
+
+def _sentences(parts: Iterable[str]) -> str:
+    """Comment lines as one text; a line starting a new sentence ends the one before it."""
+    text = ""
+    for part in parts:
+        if text and part[:1].isupper() and text[-1] not in ".;:,":
+            text += "."
+        text = f"{text} {part}" if text else part
+    return text
 
 
 def add_dataclass_options(
