@@ -12,7 +12,7 @@ MAY_APT := [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null
 apt_get = echo "installing Debian's $(1)"; apt-get install -y -q $(1) >/dev/null 2>&1 || \
 	{ apt-get update -q >/dev/null && apt-get install -y -q $(1) >/dev/null; }
 
-.PHONY: venv data browser study test test-slow bench lint clean
+.PHONY: venv data browser study test test-slow test-reliability bench lint clean
 
 venv: $(STAMP)
 
@@ -46,10 +46,14 @@ study: data
 	$(PY) run_study.py --space data_fraction
 
 test: data browser
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not reliability"
 
 test-slow: data browser
 	$(PY) -m pytest -m slow
+
+# Kills, interrupts and faults on SQLite and PostgreSQL (tests/reliability).
+test-reliability: data
+	$(PY) -m pytest -m reliability tests/reliability
 
 bench: data
 	$(PY) bench/trainer.py

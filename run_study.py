@@ -126,7 +126,9 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
         if args.gpus_per_trial is not None
         else (1.0 if preset == "gpu" else 0.0)
     )
-    name = args.study or f"{args.space}-{args.dataset}-{preset}"
+    if args.study is not None and not args.study.strip():
+        raise ConfigError("--study must not be empty (leave it out for <space>-<dataset>-<preset>)")
+    name = args.study if args.study is not None else f"{args.space}-{args.dataset}-{preset}"
     config = StudyConfig(
         space=args.space,
         name=name,
@@ -166,7 +168,10 @@ def print_plan(config: StudyConfig, out=sys.stdout) -> None:
     space = config.search_space
     arms = config.arms()
     print(f"study {config.name}: space {space.name} ({space.description})", file=out)
-    print(f"preset {config.preset}, dataset {config.dataset}, storage {config.storage}", file=out)
+    from study.engine import mask_password  # SQLAlchemy: not for --help
+
+    storage = mask_password(config.storage)
+    print(f"preset {config.preset}, dataset {config.dataset}, storage {storage}", file=out)
     print(f"arms ({len(arms)}):", file=out)
     for arm in arms:
         print(f"    {arm.name}", file=out)
@@ -205,11 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_plan(config)
         return 0
+    from study.engine import mask_password
     from study.runner import run_study  # heavy imports (torch, Ray) only when running
 
-    command = " ".join(
-        shlex.quote(a) for a in [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
-    )
+    words = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
+    command = " ".join(shlex.quote(mask_password(w) if "://" in w else w) for w in words)
     run_study(config, command=command, resume=args.resume)
     if not args.no_report:
         write_report(config)

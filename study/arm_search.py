@@ -31,7 +31,10 @@ from trainers.config import config_hash
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials, not Optuna
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-__all__ = ["ArmSearch", "TrialSpec", "HASH_EXCLUDED"]
+__all__ = ["ArmSearch", "TrialSpec", "HASH_EXCLUDED", "TRIAL_ID_ATTR"]
+
+# The Optuna user attribute holding our trial's id (bootstudy_trials.id): optuna-dashboard shows it.
+TRIAL_ID_ATTR = "bootstudy_trial_id"
 
 # Fields that do not change what a trial computes: left out of the dedup hash.
 HASH_EXCLUDED = ("data_dir", "device", "eval_batch_size", "compile")
@@ -198,7 +201,7 @@ class ArmSearch:
         if original is None:
             return False
         optuna_id = spec.optuna_trial._trial_id if spec.optuna_trial else None
-        self.store.record_reused(
+        reused_id = self.store.record_reused(
             self.study.id,
             original,
             arm=spec.arm.name,
@@ -210,6 +213,7 @@ class ArmSearch:
             optuna_trial_id=optuna_id,
         )
         if spec.optuna_trial is not None:
+            spec.optuna_trial.set_user_attr(TRIAL_ID_ATTR, reused_id)
             curve = self.store.metric_curve(original.id, self.space.objective)
             for epoch, value in curve:
                 spec.optuna_trial.report(value, epoch)
@@ -244,8 +248,22 @@ class ArmSearch:
         for future in writes:
             future.result()
 
-    def on_complete(self, number: int, last: dict[str, Any] | None, error: bool) -> TrialStatus:
-        """Tell Optuna how the trial ended; return our status (COMPLETE, PRUNED or FAILED)."""
+    def on_start(self, number: int, trial_id: int) -> None:
+        """The trial runs as our row `trial_id`: say so on its Optuna trial (the dashboard shows
+        it as a user attribute, linking the two)."""
+        spec = self.pending.get(number)
+        if spec is not None and spec.optuna_trial is not None:
+            self._write(spec.optuna_trial.set_user_attr, TRIAL_ID_ATTR, trial_id)
+
+    def on_complete(
+        self, number: int, last: dict[str, Any] | None, error: bool, interrupted: bool = False
+    ) -> TrialStatus:
+        """Tell Optuna how the trial ended; return our status.
+
+        COMPLETE (all epochs, a finite objective), FAILED (it raised), INTERRUPTED (stopped by
+        Ctrl-C/SIGTERM before its last epoch; FAIL in Optuna, and `--resume` runs it again), or
+        PRUNED (stopped early by ASHA).
+        """
         if last:  # Ray hands the final result to on_complete only, not to on_result
             self.on_result(number, last)
         spec = self.pending.pop(number, None)
@@ -255,6 +273,8 @@ class ArmSearch:
             status = TrialStatus.FAILED
         elif epochs >= self.config.epochs and value is not None and math.isfinite(value):
             status = TrialStatus.COMPLETE
+        elif interrupted:
+            status = TrialStatus.INTERRUPTED
         else:
             status = TrialStatus.PRUNED  # stopped by ASHA before max_t
         if spec is not None and spec.optuna_trial is not None:
@@ -262,7 +282,7 @@ class ArmSearch:
             if status == TrialStatus.COMPLETE:  # queued after the trial's reports, in order
                 self._write(study.tell, spec.optuna_trial, float(value))
             else:
-                state = TrialState.FAIL if status == TrialStatus.FAILED else TrialState.PRUNED
+                state = TrialState.PRUNED if status == TrialStatus.PRUNED else TrialState.FAIL
                 self._write(study.tell, spec.optuna_trial, state=state)
         return status
 

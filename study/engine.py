@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from trainers.errors import BootstudyError
 
@@ -48,6 +48,7 @@ __all__ = [
 DEFAULT_RUNS_DIR = Path("runs")  # SQLite files under here get their directory created for them
 SQLITE_BUSY_TIMEOUT_SECONDS = 30  # a writer waits this long for another writer, then fails
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5  # an unreachable server fails fast instead of hanging
+SCHEMA_RACE_SECONDS = 60  # how long a driver retries Optuna's table creation racing another one
 BEGIN_IMMEDIATE = "bootstudy_begin_immediate"  # execution option: take SQLite's write lock first
 
 _URL_HINT = "use sqlite:///path/to/file.db or postgresql://user@host:5432/database"
@@ -128,15 +129,33 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
             "connect_args": {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS},
         }
     rendered = parsed.render_as_string(hide_password=False)
-    try:
-        storage = optuna.storages.RDBStorage(rendered, engine_kwargs=engine_kwargs)
-    except DBAPIError as exc:
-        raise StorageError(
-            f"cannot open Optuna's tables at {mask_password(parsed)}: {_one_line(exc)}"
-        ) from None
+    deadline = time.monotonic() + SCHEMA_RACE_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            storage = optuna.storages.RDBStorage(rendered, engine_kwargs=engine_kwargs)
+            break
+        except DBAPIError as exc:
+            # Optuna creates its tables, its version row and its alembic stamp without a lock:
+            # drivers opening one fresh database at once collide ("table studies already exists",
+            # a duplicate stamp). Each step is idempotent, so the loser retries and finds them.
+            if not _schema_race(exc) or time.monotonic() > deadline:
+                raise StorageError(
+                    f"cannot open Optuna's tables at {mask_password(parsed)}: {_one_line(exc)}"
+                ) from None
+            time.sleep(delay)
+            delay = min(1.0, delay * 2)
     if parsed.get_backend_name() == "sqlite":
         event.listen(storage.engine, "connect", _on_optuna_sqlite_connect)
     return storage
+
+
+def _schema_race(exc: DBAPIError) -> bool:
+    """Whether `exc` is another process creating the same tables or rows at the same moment."""
+    message = _one_line(exc).lower()
+    return isinstance(exc, IntegrityError) or any(
+        text in message for text in ("already exists", "locked", "duplicate key")
+    )
 
 
 def _check_sqlite_path(path: Path) -> None:

@@ -9,16 +9,23 @@ change to this file only. What lives here:
 - `StoreCallback`: the single writer. Trial processes never open the database; the driver writes
   every start, epoch, end and failure through this callback.
 - `run_trials`: a Tuner over those, with the dataset put once into Ray's object store.
+- `Interrupt`: SIGINT/SIGTERM handling. Ray's own handler is switched off (it ends the run as if
+  it had finished, leaving trials RUNNING in our tables); ours stops scheduling, lets running trials
+  finish their current epoch, and records the rest INTERRUPTED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +42,128 @@ if TYPE_CHECKING:  # workers import this module for `_trial`: keep Optuna and SQ
     from study.arm_search import ArmSearch, TrialSpec
     from study.store import Store
 
-__all__ = ["PerArmASHA", "ArmSearcher", "StoreCallback", "run_trials", "ray_session"]
+__all__ = [
+    "Interrupt",
+    "PerArmASHA",
+    "ArmSearcher",
+    "StoreCallback",
+    "run_trials",
+    "ray_session",
+    "INTERRUPT_GRACE_SECONDS",
+]
 
 log = logging.getLogger(__name__)
 
 TrainFn = Callable[..., dict[str, Any]]
+
+
+# --- interrupts ---------------------------------------------------------------------------------
+
+# After the first SIGINT/SIGTERM, running trials get this long to finish their current epoch; the
+# rest are stopped and recorded INTERRUPTED. Below Kubernetes' 30 s grace before its SIGKILL.
+INTERRUPT_GRACE_SECONDS = 20.0
+
+
+class Interrupt:
+    """SIGINT/SIGTERM during a study, as flags the Tune loop polls (a handler only sets them).
+
+    First signal: no trial starts any more; running trials stop after their current epoch (or at
+    once, when `grace_seconds` have passed). Second signal: everything stops at once. Either way
+    the driver records what happened and exits 130.
+    """
+
+    def __init__(self, grace_seconds: float = INTERRUPT_GRACE_SECONDS, out=None):
+        self.grace_seconds = grace_seconds
+        self.out = out if out is not None else sys.stderr
+        self.signal: int | None = None  # the first signal received
+        self.hard = False  # a second signal: stop now
+        self.stopped: set[str] = set()  # Ray trial ids stopped by the interrupt, not by ASHA
+        self._first_at = 0.0
+        self._in_tune = False  # inside Tune's loop: a second signal raises there, see `tune_loop`
+
+    def __getstate__(self) -> dict:  # Ray pickles the scheduler for its own restore
+        return {**self.__dict__, "out": None}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else ""
+
+    def stop_now(self) -> bool:
+        return self.hard or (
+            self.requested and time.monotonic() - self._first_at > self.grace_seconds
+        )
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.signal is None:
+            self.signal, self._first_at = signum, time.monotonic()
+            self._say(
+                f"\n{signal.Signals(signum).name}: no new trials; running trials stop after "
+                f"their current epoch (at most {self.grace_seconds:.0f} s). "
+                "Press Ctrl-C again to stop at once."
+            )
+        elif not self.hard:
+            self.hard = True
+            self._say(f"\n{signal.Signals(signum).name} again: stopping now")
+            if self._in_tune:
+                # Tune's own shutdown waits up to 15 s for trials to end their step: leave its
+                # loop now; `run_trials` records the trials and the driver stops Ray.
+                raise KeyboardInterrupt
+
+    def _say(self, text: str) -> None:
+        try:
+            self.out.write(text + "\n")
+            self.out.flush()
+        except (OSError, ValueError):  # a closed pipe must not turn the interrupt into a crash
+            pass
+
+    @contextlib.contextmanager
+    def tune_loop(self) -> Iterator[None]:
+        """Around Tune's loop: a second signal leaves it at once (as KeyboardInterrupt)."""
+        self._in_tune = True
+        try:
+            yield
+        except KeyboardInterrupt:
+            if not self.hard:
+                raise
+        finally:
+            self._in_tune = False
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interrupt]:
+        """Handle SIGINT and SIGTERM while the block runs (main thread only; a no-op elsewhere)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+class _InterruptStopper(tune.Stopper):
+    """Tune's side of `Interrupt`: stops each trial at its next result, then the whole run."""
+
+    def __init__(self, interrupt: Interrupt, running: Callable[[], int]):
+        self.interrupt, self.running = interrupt, running
+
+    def __getstate__(self) -> dict:  # see ArmSearcher.__getstate__
+        return {}
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        if not self.interrupt.requested:
+            return False
+        self.interrupt.stopped.add(trial_id)  # its epoch is in; the searcher records INTERRUPTED
+        return True
+
+    def stop_all(self) -> bool:
+        # Pending trials never start (`_Interruptible`), so once no trial runs, the run is over.
+        return self.interrupt.stop_now() or (self.interrupt.requested and not self.running())
 
 
 # --- scheduling ---------------------------------------------------------------------------------
@@ -49,7 +173,18 @@ def _arm_of(trial) -> str:
     return trial.config["meta"]["arm"]
 
 
-class PerArmASHA(FIFOScheduler):
+class _Interruptible(FIFOScheduler):
+    """FIFO that starts no trial once an interrupt was requested."""
+
+    interrupt: Interrupt | None = None  # set by `run_trials`
+
+    def choose_trial_to_run(self, tune_controller):
+        if self.interrupt is not None and self.interrupt.requested:
+            return None
+        return super().choose_trial_to_run(tune_controller)
+
+
+class PerArmASHA(_Interruptible):
     """ASHA with separate rungs per arm: trials are compared only with trials of their own arm.
 
     `history` pre-fills each arm's rungs with the values earlier trials of that arm reached at each
@@ -146,6 +281,8 @@ class ArmSearcher(Searcher):
         pass
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        if self.interrupt is not None and self.interrupt.requested:
+            return Searcher.FINISHED
         if self.specs is not None:
             spec = self.specs.pop(0) if self.specs else None
         else:
@@ -158,8 +295,19 @@ class ArmSearcher(Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.search.on_result(self.numbers[trial_id], result)
 
+    interrupt: Interrupt | None = None  # set by `run_trials`
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        self.status[trial_id] = self.search.on_complete(self.numbers[trial_id], result, error)
+        interrupted = self.interrupt is not None and trial_id in self.interrupt.stopped
+        number = self.numbers.pop(trial_id, None)
+        if number is not None:
+            self.status[trial_id] = self.search.on_complete(number, result, error, interrupted)
+
+    def abandon_unfinished(self) -> None:
+        """Trials an interrupt cut off before Ray told us they ended: INTERRUPTED in Optuna too."""
+        for trial_id, number in list(self.numbers.items()):
+            self.status[trial_id] = self.search.on_complete(number, None, False, True)
+        self.numbers.clear()
 
 
 # --- recording ----------------------------------------------------------------------------------
@@ -187,6 +335,7 @@ class StoreCallback(tune.Callback):
         # real studies still write every epoch as it happens.
         self.pending: dict[str, dict[int, dict[str, float]]] = {}
         self.flushed: dict[str, float] = {}
+        self.open: dict[str, Any] = {}  # Ray trial id -> trial, started and not yet ended
 
     def __getstate__(self) -> dict:  # see ArmSearcher.__getstate__
         return {}
@@ -221,6 +370,8 @@ class StoreCallback(tune.Callback):
             ray_trial_id=trial.trial_id,
         )
         self.started[trial.trial_id] = time.monotonic()
+        self.open[trial.trial_id] = trial
+        self.searcher.search.on_start(meta["number"], self.rows[trial.trial_id])
         self.on_event("start", self._info(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -246,6 +397,7 @@ class StoreCallback(tune.Callback):
         self.flushed[trial_id] = time.monotonic()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.open.pop(trial.trial_id, None)
         self._flush(trial.trial_id)
         status = self.searcher.status.pop(trial.trial_id, TrialStatus.COMPLETE)
         payload = self.last.pop(trial.trial_id, None) or {}
@@ -268,6 +420,7 @@ class StoreCallback(tune.Callback):
         )
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.open.pop(trial.trial_id, None)
         self._flush(trial.trial_id)
         self.searcher.status.pop(trial.trial_id, None)
         payload = self.last.pop(trial.trial_id, None) or {}
@@ -282,6 +435,31 @@ class StoreCallback(tune.Callback):
         self.on_event(
             "end", self._info(trial, status=TrialStatus.FAILED, error=error.splitlines()[-1])
         )
+
+    def close_interrupted(self) -> None:
+        """Record the trials an interrupt stopped before Ray reported their end: INTERRUPTED,
+        with every epoch they finished."""
+        for trial in list(self.open.values()):
+            del self.open[trial.trial_id]
+            self._flush(trial.trial_id)
+            self.searcher.status.pop(trial.trial_id, None)
+            payload = self.last.pop(trial.trial_id, None) or {}
+            metrics = payload.get("metrics") or {}
+            self.store.finish_trial(
+                self.rows[trial.trial_id],
+                "INTERRUPTED",
+                trial_seconds=self._seconds(trial),
+                final_val_acc=metrics.get("val_acc"),
+            )
+            self.on_event(
+                "end",
+                self._info(
+                    trial,
+                    status="INTERRUPTED",
+                    val_acc=metrics.get("val_acc"),
+                    epoch=metrics.get("epoch"),
+                ),
+            )
 
     def _seconds(self, trial) -> float:
         return time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
@@ -364,6 +542,8 @@ def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB per trial
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Ray Tune's SIGINT handler ends the run as if it had finished; `Interrupt` handles it.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     kwargs: dict[str, Any] = dict(
         include_dashboard=False,
         log_to_driver=not quiet,
@@ -430,8 +610,12 @@ def run_trials(
     retries: int,
     results_dir: str,
     train_fn: TrainFn | None = None,
+    interrupt: Interrupt | None = None,
 ) -> None:
-    """Run the trials the searcher hands out until it says FINISHED."""
+    """Run the trials the searcher hands out until it says FINISHED (or `interrupt` stops them)."""
+    interrupt = interrupt or Interrupt()
+    scheduler = scheduler or _Interruptible()
+    scheduler.interrupt = searcher.interrupt = interrupt
     # The ref travels inside a list so Ray passes it unresolved; `_dataset` caches it per worker.
     data_ref = [ray.put(data)] if data is not None else None
     trainable = tune.with_parameters(_trial, data_ref=data_ref, train_fn=train_fn)
@@ -440,7 +624,7 @@ def run_trials(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher,
-            scheduler=scheduler or FIFOScheduler(),
+            scheduler=scheduler,
             num_samples=num_samples,
             max_concurrent_trials=concurrency or None,
             reuse_actors=True,
@@ -450,13 +634,19 @@ def run_trials(
             storage_path=str(Path(results_dir).resolve() / "ray"),
             verbose=0,
             callbacks=[callback],
+            stop=_InterruptStopper(interrupt, running=lambda: len(callback.open)),
             failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             log_to_file=True,
         ),
     )
     try:
-        tuner.fit()
+        with interrupt.tune_loop():
+            tuner.fit()
     except Exception:  # Tune's own errors: the store already has every finished trial
         log.error("Ray Tune stopped: %s", traceback.format_exc())
         raise
+    if interrupt.requested:
+        # Trials stopped at once (second signal, or past the grace) never reach Tune's callbacks.
+        callback.close_interrupted()
+        searcher.abandon_unfinished()

@@ -7,6 +7,7 @@ URL, dataset) is checked before the study row is created.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -17,14 +18,15 @@ from typing import Any
 from study import provenance
 from study.arm_search import ArmSearch
 from study.engine import mask_password, optuna_storage
+from study.lease import Lease, this_driver
 from study.live import LiveView
 from study.plan import StudyConfig
 from study.status import HAS_RESULT, TRAINED, Phase, StudyStatus
 from study.store import Store, StudyRecord, fail_stale_optuna_trials
 from trainers.datasets import load_dataset
-from trainers.errors import ConfigError
+from trainers.errors import ConfigError, Interrupted
 
-__all__ = ["run_study", "StudySummary", "dashboard_command"]
+__all__ = ["run_study", "StudySummary", "dashboard_command", "resume_command"]
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,7 @@ def run_study(
     """
     started = time.monotonic()
     _check_writable(config.results_dir)
-    data = load_dataset(config.dataset, config.data_dir)  # missing data fails before any write
-    store = Store.open(config.storage)
+    store = Store.open(config.storage)  # a bad URL or unreachable server fails before loading
     study = store.get_study(config.name) if resume else None
     if study is not None:
         if study.space != config.space:
@@ -64,12 +65,6 @@ def run_study(
                 f"study '{config.name}' is a '{study.space}' study, not '{config.space}'"
             )
         config = _resumed(config, study)
-        print(
-            f"resuming '{config.name}' with its own settings: preset {config.preset}, "
-            f"{config.trials_per_arm} trial(s)/arm, {config.epochs} epochs, "
-            f"{len(config.arms())} arm(s)",
-            file=out,
-        )
     elif config.name in {s.name for s in store.list_studies()}:
         raise ConfigError(
             f"study '{config.name}' already exists in {mask_password(config.storage)}; "
@@ -78,51 +73,76 @@ def run_study(
     # Ray is imported here, not at module import: --help, --list-spaces and errors stay fast.
     from study import ray_tune
 
-    shutdown = ray_tune.ray_session(config.address)  # a bad --address fails before any write
+    # A live driver of this study refuses us before anything is loaded or written.
+    lease = Lease.claim(store, config.name, study.id) if study is not None else None
+    shutdown = _nothing
     try:
+        shutdown = ray_tune.ray_session(config.address)  # a bad --address fails before any write
         ray_tune.check_trial_fits(config.cpus_per_trial, config.gpus_per_trial)
+        data = load_dataset(config.dataset, config.data_dir)  # missing data: before any write
     except BaseException:
         shutdown()
+        if lease is not None:
+            lease.release()
         raise
-    status = StudyStatus.INTERRUPTED
+    if study is not None:
+        print(
+            f"resuming '{config.name}' with its own settings: preset {config.preset}, "
+            f"{config.trials_per_arm} trial(s)/arm, {config.epochs} epochs, "
+            f"{len(config.arms())} arm(s)",
+            file=out,
+        )
+    status = StudyStatus.FAILED
     live = None
+    interrupt = ray_tune.Interrupt(out=sys.stderr)
     try:
-        info = provenance.collect()
-        code = info["code_version"]
-        storage = optuna_storage(config.storage)
-        if resume:
-            stale = store.mark_stale_running(study.id)
-            fail_stale_optuna_trials(storage, [config.optuna_study_name(a) for a in config.arms()])
-            store.set_study_status(config.name, StudyStatus.RUNNING, finished=False)
-            print(f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out)
-        else:
-            study = store.create_study(
-                config.name,
-                config.space,
-                config.dataset,
-                config.preset,
-                command,
-                config.report_config(),
-                info,
-                **config.facts(),
-            )
-        search = ArmSearch(config, store, study, storage, code)
-        live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
-        phases = _Phases(config, study, store, search, live, data, train_fn)
-        phases.run_search()
-        if config.final_seeds:
-            phases.run_final()
-        status = StudyStatus.FINISHED
-    except BaseException:
-        if not isinstance(sys.exc_info()[1], KeyboardInterrupt):
-            status = StudyStatus.FAILED
+        with interrupt.installed():
+            info = provenance.collect()
+            code = info["code_version"]
+            storage = optuna_storage(config.storage)
+            if resume:
+                stale = store.mark_stale_running(study.id)
+                names = [config.optuna_study_name(a) for a in config.arms()]
+                fail_stale_optuna_trials(storage, names)
+                store.set_study_status(config.name, StudyStatus.RUNNING, finished=False)
+                print(
+                    f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out
+                )
+            else:
+                study = store.create_study(
+                    config.name,
+                    config.space,
+                    config.dataset,
+                    config.preset,
+                    command,
+                    # the URL's password stays on the command line that gave it
+                    {**config.report_config(), "storage": mask_password(config.storage)},
+                    info,
+                    **config.facts(),
+                    driver=this_driver(),
+                )
+                lease = Lease(store, study.id)
+            lease.start()
+            search = ArmSearch(config, store, study, storage, code)
+            live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
+            phases = _Phases(config, study, store, search, live, data, train_fn, interrupt)
+            phases.run_search()
+            if config.final_seeds:
+                phases.run_final()
+            status = StudyStatus.INTERRUPTED if interrupt.requested else StudyStatus.FINISHED
+    except KeyboardInterrupt:
+        status = StudyStatus.INTERRUPTED
         raise
     finally:
         if study is not None:
             store.set_study_status(config.name, status)
+        if lease is not None:
+            lease.release()
         shutdown()
         if live is not None:
             live.close()
+    if status == StudyStatus.INTERRUPTED:
+        raise Interrupted(_interrupted_message(store, config, interrupt.name, command))
 
     summary = _summarise(store, config, time.monotonic() - started, search.reused)
     _print_summary(summary, config, out)
@@ -149,6 +169,29 @@ def _resumed(config: StudyConfig, study) -> StudyConfig:
     return StudyConfig.from_dict(stored)
 
 
+def _nothing() -> None:
+    pass
+
+
+def _interrupted_message(store: Store, config: StudyConfig, signal_name: str, command: str) -> str:
+    by_status = store.trials_frame(config.name)["status"].value_counts()
+    counts = ", ".join(f"{int(n)} {status}" for status, n in sorted(by_status.items()))
+    return (
+        f"study '{config.name}' stopped by {signal_name or 'KeyboardInterrupt'} "
+        f"({counts or 'no trials yet'}); continue it with: {resume_command(command, config)}"
+    )
+
+
+def resume_command(command: str, config: StudyConfig) -> str:
+    """The command that continues this study: the original one, with --study and --resume."""
+    words = shlex.split(command) if command else ["run_study.py"]
+    if "--resume" not in words:
+        words.append("--resume")
+    if "--study" not in words and not any(w.startswith("--study=") for w in words):
+        words += ["--study", config.name]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def _check_writable(directory: str) -> None:
     path = Path(directory)
     try:
@@ -171,10 +214,13 @@ class _Phases:
     live: LiveView
     data: Any
     train_fn: Callable[..., dict[str, Any]] | None
+    interrupt: Any  # ray_tune.Interrupt: a signal between phases starts nothing more
 
     def run_search(self) -> None:
         from study import ray_tune
 
+        if self.interrupt.requested:
+            return
         samples = self.search.remaining()
         if samples == 0:
             return
@@ -194,6 +240,8 @@ class _Phases:
     def run_final(self) -> None:
         from study import ray_tune
 
+        if self.interrupt.requested:
+            return
         specs = self.search.final_trials()
         if not specs:
             return
@@ -220,6 +268,7 @@ class _Phases:
             retries=config.retries,
             results_dir=config.results_dir,
             train_fn=self.train_fn,
+            interrupt=self.interrupt,
         )
         self.search.drain()  # every Optuna write of the phase is in before the next phase asks
 

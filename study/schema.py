@@ -142,6 +142,11 @@ class StudyRow(Base):
     rungs_json: Mapped[str] = mapped_column(sa.Text, server_default="[]")  # ASHA's decision epochs
     baselines_json: Mapped[str] = mapped_column(sa.Text, server_default="{}")  # arm -> its baseline
     main_view: Mapped[str] = mapped_column(sa.String(MAIN_VIEW_LENGTH), server_default="arms")
+    # The driver process running the study now, and when it last said so: a second driver refuses
+    # to run the study while this heartbeat is fresh (see study.lease). NULL when none runs it.
+    driver_host: Mapped[str | None] = mapped_column(sa.String(NAME_LENGTH))
+    driver_pid: Mapped[int | None]
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
 class TrialRow(Base):

@@ -47,6 +47,7 @@ class TrialStatus(_Text):
     PRUNED = "PRUNED"  # stopped early by ASHA (or by the trainer itself)
     FAILED = "FAILED"  # raised, or left RUNNING by a driver that died (stale)
     REUSED = "REUSED"  # an identical COMPLETE trial's results, copied instead of re-run
+    INTERRUPTED = "INTERRUPTED"  # stopped by Ctrl-C/SIGTERM before its last epoch; resume re-runs
 
 
 class Phase(_Text):
@@ -57,6 +58,11 @@ class Phase(_Text):
 # Groups, defined once: which statuses carry results, which a trial may be finished with, which
 # use up an arm's budget (FAILED does too: a trial that raised would raise again), which ran epochs.
 HAS_RESULT = (TrialStatus.COMPLETE, TrialStatus.REUSED)
-FINISHABLE = (TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.FAILED)
+FINISHABLE = (
+    TrialStatus.COMPLETE,
+    TrialStatus.PRUNED,
+    TrialStatus.FAILED,
+    TrialStatus.INTERRUPTED,
+)
 TERMINAL = (TrialStatus.COMPLETE, TrialStatus.PRUNED, TrialStatus.REUSED, TrialStatus.FAILED)
 TRAINED = (TrialStatus.COMPLETE, TrialStatus.PRUNED)

@@ -32,7 +32,7 @@ import enum
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,7 @@ __all__ = [
     "StudyRecord",
     "TrialRecord",
     "ImportedTrial",
+    "DriverRecord",
     "Store",
     "fail_stale_optuna_trials",
 ]
@@ -179,6 +180,18 @@ class ImportedTrial:
     distributions: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # name -> Optuna's
 
 
+@dataclasses.dataclass(frozen=True)
+class DriverRecord:
+    """The process that runs (or ran) a study, and when it last said it was alive."""
+
+    host: str
+    pid: int
+    heartbeat_at: dt.datetime
+
+    def age_seconds(self) -> float:
+        return (_utcnow() - self.heartbeat_at).total_seconds()
+
+
 class Store:
     """bootstudy's tables in the database at `url` (SQLite file or PostgreSQL).
 
@@ -235,11 +248,14 @@ class Store:
         rungs: Iterable[int] = (),
         baselines: Mapping[str, str | None] | None = None,
         main_view: str = "arms",
+        driver: tuple[str, int] | None = None,
     ) -> StudyRecord:
         """Add a RUNNING study; `provenance` is `study.provenance.collect()`'s dict.
 
         `rungs`, `baselines` and `main_view` are the facts the study plan derives
         (`StudyConfig.facts()`); they are stored once here and read by the runner and the report.
+        `driver` (host, pid) records the process running it, with a heartbeat of now, in the same
+        transaction: no other driver can claim the study in between (see `claim_driver`).
         """
         _check_length("study name", name, NAME_LENGTH)
         _check_length("main view", main_view, MAIN_VIEW_LENGTH)
@@ -267,13 +283,17 @@ class Store:
             baselines_json=_dumps(dict(baselines or {})),
             main_view=main_view,
         )
+        driver_row = {}
+        if driver is not None:
+            driver_row = dict(driver_host=driver[0], driver_pid=driver[1], heartbeat_at=_utcnow())
         with self._writing(f"create study {name!r}") as session:
             exists = session.scalar(sa.select(_studies.c.id).where(_studies.c.name == name))
             if exists is not None:
                 raise StorageError(
                     f"study {name!r} already exists in {self.url}; use --resume or another --study"
                 )
-            study_id = session.execute(sa.insert(_studies).values(row)).inserted_primary_key[0]
+            insert = sa.insert(_studies).values({**row, **driver_row})
+            study_id = session.execute(insert).inserted_primary_key[0]
         return _study_record({**row, "id": study_id})
 
     def get_study(self, name: str) -> StudyRecord:
@@ -303,6 +323,68 @@ class Store:
             ).rowcount
         if updated == 0:
             self.get_study(name)  # raises the "no study named" error
+
+    def claim_driver(
+        self, name: str, host: str, pid: int, alive: Callable[[DriverRecord], bool]
+    ) -> DriverRecord | None:
+        """Make (host, pid) the study's driver unless `alive(current driver)` says it still runs.
+
+        Returns None when claimed, else the live driver (nothing is written then). The read and
+        the write are one transaction holding the study's row (SQLite's write lock, PostgreSQL's
+        row lock), so of two drivers claiming at once exactly one wins.
+        """
+        with self._writing(f"claim study {name!r}") as session:
+            row = session.execute(
+                sa.select(
+                    _studies.c.id,
+                    _studies.c.driver_host,
+                    _studies.c.driver_pid,
+                    _studies.c.heartbeat_at,
+                )
+                .where(_studies.c.name == name)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise StorageError(f"no study named {name!r} in {self.url}")
+            if row.heartbeat_at is not None and (row.driver_host, row.driver_pid) != (host, pid):
+                current = DriverRecord(row.driver_host, row.driver_pid, row.heartbeat_at)
+                if alive(current):
+                    return current
+            session.execute(
+                sa.update(_studies)
+                .where(_studies.c.id == row.id)
+                .values(driver_host=host, driver_pid=pid, heartbeat_at=_utcnow())
+            )
+        return None
+
+    def beat(self, study_id: int, host: str, pid: int) -> bool:
+        """Renew the driver's heartbeat; False if (host, pid) is no longer the study's driver."""
+        with self._writing(f"renew the heartbeat of study {study_id}") as session:
+            return (
+                session.execute(
+                    sa.update(_studies)
+                    .where(
+                        _studies.c.id == study_id,
+                        _studies.c.driver_host == host,
+                        _studies.c.driver_pid == pid,
+                    )
+                    .values(heartbeat_at=_utcnow())
+                ).rowcount
+                == 1
+            )
+
+    def release_driver(self, study_id: int, host: str, pid: int) -> None:
+        """Say (host, pid) no longer runs the study: a `--resume` may start at once."""
+        with self._writing(f"release study {study_id}") as session:
+            session.execute(
+                sa.update(_studies)
+                .where(
+                    _studies.c.id == study_id,
+                    _studies.c.driver_host == host,
+                    _studies.c.driver_pid == pid,
+                )
+                .values(driver_host=None, driver_pid=None, heartbeat_at=None)
+            )
 
     # ---- trials --------------------------------------------------------------------------------
 
@@ -408,10 +490,13 @@ class Store:
         test_acc: float | None = None,
         test_acc_agent: float | None = None,
     ) -> None:
-        """Close a trial as COMPLETE, PRUNED or FAILED, with what it produced or why it failed."""
+        """Close a trial as COMPLETE, PRUNED, FAILED or INTERRUPTED, with what it produced or why
+        it failed."""
         status = _text(status)
         if status in (TrialStatus.RUNNING, TrialStatus.REUSED):
-            raise ValueError(f"finish_trial takes COMPLETE, PRUNED or FAILED, not {status!r}")
+            raise ValueError(
+                f"finish_trial takes COMPLETE, PRUNED, FAILED or INTERRUPTED, not {status!r}"
+            )
         values = dict(
             status=status,
             result_json=None if result is None else _dumps(result),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from trainers.errors import BootstudyError
+from trainers.errors import BootstudyError, Interrupted
 
 __all__ = [
     "ArgParser",
@@ -67,6 +67,9 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except BootstudyError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(130)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

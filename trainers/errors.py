@@ -6,7 +6,14 @@ exit code 2; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["BootstudyError", "ConfigError", "DataError", "NonFiniteLoss", "PrecisionError"]
+__all__ = [
+    "BootstudyError",
+    "ConfigError",
+    "DataError",
+    "NonFiniteLoss",
+    "PrecisionError",
+    "Interrupted",
+]
 
 
 class BootstudyError(Exception):
@@ -36,3 +43,7 @@ class PrecisionError(BootstudyError, RuntimeError):
     CUDA kernels reject what CPU kernels accept, so this can surface first on a GPU; the message
     names the op so the trial's error says what to fix without a 40-line trace.
     """
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT/SIGTERM after recording its state: one line, exit code 130."""

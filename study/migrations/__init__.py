@@ -54,24 +54,40 @@ def current_revision(engine: Engine) -> str | None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate our tables in `engine`'s database to `revision`, in one transaction."""
-    from study.engine import BEGIN_IMMEDIATE, StorageError
+    from study.engine import BEGIN_IMMEDIATE
 
     if revision == "head" and current_revision(engine) == head_revision():
         return  # the common case takes no write lock
     logging.getLogger("alembic").setLevel(logging.WARNING)
     with _IN_PROCESS_LOCK, engine.connect() as connection:
         connection.execution_options(**{BEGIN_IMMEDIATE: True})
-        with connection.begin():
-            if connection.dialect.name == "postgresql":
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_POSTGRES_LOCK_KEY})")
-            config = _config()
-            config.attributes["connection"] = connection
-            try:
-                command.upgrade(config, revision)
-            except CommandError as exc:
-                raise StorageError(
-                    f"cannot migrate the bootstudy tables: {exc} (was the database written by a "
-                    "newer bootstudy?)"
-                ) from None
-            finally:
-                config.attributes.pop("connection", None)
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A migration that rebuilds a table (SQLite cannot alter a constraint) drops the old
+            # one; with foreign keys on, that DROP would cascade into the rows referring to it.
+            # The pragma only works outside a transaction, so it goes to the raw connection.
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            _upgrade(connection, revision)
+        finally:
+            if sqlite:
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+
+def _upgrade(connection, revision: str) -> None:
+    from study.engine import StorageError
+
+    with connection.begin():
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_POSTGRES_LOCK_KEY})")
+        config = _config()
+        config.attributes["connection"] = connection
+        try:
+            command.upgrade(config, revision)
+        except CommandError as exc:
+            raise StorageError(
+                f"cannot migrate the bootstudy tables: {exc} (was the database written by a "
+                "newer bootstudy?)"
+            ) from None
+        finally:
+            config.attributes.pop("connection", None)
