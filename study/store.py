@@ -360,30 +360,16 @@ class Store:
     def beat(self, study_id: int, host: str, pid: int) -> bool:
         """Renew the driver's heartbeat; False if (host, pid) is no longer the study's driver."""
         with self._writing(f"renew the heartbeat of study {study_id}") as session:
-            return (
-                session.execute(
-                    sa.update(_studies)
-                    .where(
-                        _studies.c.id == study_id,
-                        _studies.c.driver_host == host,
-                        _studies.c.driver_pid == pid,
-                    )
-                    .values(heartbeat_at=_utcnow())
-                ).rowcount
-                == 1
-            )
+            update = _update_if_driver(study_id, host, pid).values(heartbeat_at=_utcnow())
+            return session.execute(update).rowcount == 1
 
     def release_driver(self, study_id: int, host: str, pid: int) -> None:
         """Say (host, pid) no longer runs the study: a `--resume` may start at once."""
         with self._writing(f"release study {study_id}") as session:
             session.execute(
-                sa.update(_studies)
-                .where(
-                    _studies.c.id == study_id,
-                    _studies.c.driver_host == host,
-                    _studies.c.driver_pid == pid,
+                _update_if_driver(study_id, host, pid).values(
+                    driver_host=None, driver_pid=None, heartbeat_at=None
                 )
-                .values(driver_host=None, driver_pid=None, heartbeat_at=None)
             )
 
     # ---- trials --------------------------------------------------------------------------------
@@ -1021,6 +1007,13 @@ def _naive_utc(when: dt.datetime | None) -> dt.datetime | None:
     if when is None or when.tzinfo is None:
         return when
     return when.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
+def _update_if_driver(study_id: int, host: str, pid: int) -> sa.Update:
+    """An update of the study's row that matches only while (host, pid) is its driver."""
+    return sa.update(_studies).where(
+        _studies.c.id == study_id, _studies.c.driver_host == host, _studies.c.driver_pid == pid
+    )
 
 
 def _next_number(session: Session, study_id: int) -> int:
