@@ -431,3 +431,28 @@ def test_a_trainer_that_stops_early_ends_pruned_without_breaking_the_study(tmp_p
 def test_repeated_arm_values_make_one_arm(tmp_path):
     config = _config(tmp_path, arm_values={"mode": ["vit", "vit"], "data_fraction": [1, 1.0]})
     assert [a.name for a in config.arms()] == ["mode=vit,data_fraction=1"]
+
+
+def test_the_plan_derives_each_arms_baseline_once(tmp_path):
+    """The space's baseline factor values with the arm's other factors: the twin at the same
+    fraction (or norm and resampling), none for a baseline itself, none without its twin."""
+    config = _config(tmp_path, arm_values={"mode": ["vit", "shared"], "data_fraction": [0.1, 1]})
+    assert config.facts()["baselines"] == {
+        "mode=vit,data_fraction=0.1": None,
+        "mode=vit,data_fraction=1": None,
+        "mode=shared,data_fraction=0.1": "mode=vit,data_fraction=0.1",
+        "mode=shared,data_fraction=1": "mode=vit,data_fraction=1",
+    }
+    design = StudyConfig(space="agent_design", name="d", preset="cpu", storage=config.storage)
+    baselines = design.baselines()
+    assert baselines[
+        "agent_design=res_like,agent_stem=resnet_like,agent_norm=pre,resample=interp2d"
+    ] == ("agent_design=base,agent_stem=vit_like,agent_norm=pre,resample=interp2d")
+    assert sum(b is None for b in baselines.values()) == 2  # base/vit_like x 2 resamplings
+    alone = _config(tmp_path, arm_values={"mode": ["shared"], "data_fraction": [0.1]})
+    assert alone.baselines() == {"mode=shared,data_fraction=0.1": None}  # no vit twin to run
+    assert StudyConfig(space="loss_weights", name="w", preset="cpu").facts() == {
+        "rungs": [2, 4],
+        "baselines": {"mode=shared": None},
+        "main_view": "arms",
+    }
