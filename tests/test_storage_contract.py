@@ -309,7 +309,7 @@ def test_a_refused_write_leaves_the_row_unchanged(store):
     with pytest.raises(StorageError, match="could not finish trial .*ck_bootstudy_trials_status"):
         store.finish_trial(trial_id, "DONE", result={"val_acc": 0.9}, trial_seconds=3.0)
     assert store.get_trial(trial_id) == before
-    with pytest.raises(ValueError, match="COMPLETE, PRUNED or FAILED, not 'RUNNING'"):
+    with pytest.raises(ValueError, match="COMPLETE, PRUNED, FAILED or INTERRUPTED, not 'RUNNING'"):
         store.finish_trial(trial_id, "RUNNING")
     with pytest.raises(StorageError, match="no trial with that id"):
         store.finish_trial(trial_id + 100, "COMPLETE")
