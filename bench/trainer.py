@@ -40,8 +40,7 @@ from data_pipeline import _PILDataset  # noqa: E402
 from trainers.augment import BatchAugmenter, batch_indices  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.datasets import load_dataset  # noqa: E402
-from trainers.modes import build_networks  # noqa: E402
-from trainers.training import _grids, _Run, train_step  # noqa: E402
+from trainers.training import Run, train_step  # noqa: E402
 
 MODES = ("vit", "agent", "joint", "shared")
 BATCH = 64  # the paper's batch size
@@ -55,15 +54,14 @@ class _Bench:
         cfg = TrainConfig(mode=mode, preset=preset, batch_size=BATCH, epochs=1000, device="cpu")
         channels, size, _ = shape
         torch.manual_seed(0)
-        networks = build_networks(cfg, num_classes, channels, size)
-        self.run = _Run(cfg, networks, torch.device("cpu"), n_train=BATCH * 1000)
-        for module in networks.modules.values():
+        cpu = torch.device("cpu")
+        self.run = Run.create(cfg, num_classes, channels, size, cpu, n_train=BATCH * 1000)
+        for module in self.run.networks.values():
             module.train()
-        self.grids = _grids(networks)
         self.steps = 0
 
     def step(self, x: Tensor, y: Tensor) -> None:
-        train_step(self.run, x, y, epoch=0, step=self.steps, grids=self.grids)  # full hint weight
+        train_step(self.run, x, y, epoch=0, step=self.steps)  # epoch 0: the full hint weight
         self.steps += 1
 
 
@@ -177,7 +175,7 @@ def bench_modes(preset: str, timed: int, warmup: int) -> dict[str, float]:
                 cpu[mode].append(time.process_time() - started_cpu)
     medians = {mode: statistics.median(t) for mode, t in wall.items()}
     cpu_medians = {mode: statistics.median(t) for mode, t in cpu.items()}
-    params = {mode: sum(b.run.networks.parameter_counts()) for mode, b in benches.items()}
+    params = {mode: sum(b.run.mode.parameter_counts().values()) for mode, b in benches.items()}
     print(f"\n{preset}: {data.what}, batch {BATCH}")
     print(
         f"  {'mode':<8}{'params':>12}{'ms/step':>10}{'img/s':>8}{'x vit':>8}"

@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from study.status import Phase, TrialStatus
+from trainers.modes import MODES
 
 __all__ = [
     "PALETTE",
@@ -39,7 +40,7 @@ PALETTE = [
     "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
     "#4E79A7", "#F28E2B", "#59A14F", "#E15759", "#76B7B2", "#EDC948", "#B07AA1", "#FF9DA7",
 ]  # fmt: skip
-MODE_ORDER = ["vit", "agent", "shared", "joint"]
+MODE_ORDER = list(MODES)  # the mode registry's order: vit, agent, shared, joint, then any added
 _AXIS = dict(gridcolor="#e6e6e6", linecolor="#555", zeroline=False, automargin=True)
 TEMPLATE = go.layout.Template(
     layout=dict(

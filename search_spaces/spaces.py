@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from search_spaces._base import Budget, Categorical, Float, SearchSpace, register_space
+from trainers.modes import MODES
 
 # The released joint-mode config (separate agent, two optimizers): cls 1, kd 1, hint 10.
 JOINT_WEIGHTS = {"cls_vit": 1.0, "cls_agent": 1.0, "kd_vit": 1.0, "kd_agent": 1.0, "hint": 10.0}
@@ -74,9 +75,9 @@ WEIGHT_DECAY = Float("weight_decay", 1e-3, 0.2, log=True)  # around the paper's 
 def data_fraction() -> SearchSpace:
     return SearchSpace(
         name="data_fraction",
-        description="vit / agent / shared / joint across training-data fractions (paper Table 3)",
+        description="every registered mode (vit, agent, shared, joint) x data fraction (Table 3)",
         arms={
-            "mode": ("vit", "agent", "shared", "joint"),
+            "mode": tuple(MODES),  # every registered mode, in registration order
             "data_fraction": (0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
         },
         search=(LR, WEIGHT_DECAY),

@@ -13,7 +13,7 @@ import json
 import sys
 
 from trainers.cli import ArgParser, add_dataclass_options, program, run_cli
-from trainers.config import TrainConfig
+from trainers.config import TrainConfig, field_choices
 
 # Columns of the live table: (metric, header, format).
 _COLUMNS = (
@@ -34,7 +34,9 @@ def build_parser() -> ArgParser:
         description="Train one configuration (ViT, agent CNN, joint or shared bootstrapping): a "
         "table per epoch on stderr, then one JSON line with the config and the result.",
     )
-    add_dataclass_options(parser, TrainConfig, aliases={"data_fraction": ["--fraction"]})
+    add_dataclass_options(
+        parser, TrainConfig, choices=field_choices, aliases={"data_fraction": ["--fraction"]}
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the result line")
     return parser
 

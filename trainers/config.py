@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 from trainers.errors import ConfigError
+from trainers.modes import MODES, check_fields
 
-__all__ = ["TrainConfig", "MODEL_PRESETS", "strict_from_dict", "config_hash"]
-
-Mode = Literal["vit", "agent", "joint", "shared"]
+__all__ = ["TrainConfig", "MODEL_PRESETS", "strict_from_dict", "config_hash", "field_choices"]
 
 # Model sizes. `tiny` keeps native resolution so a CPU trains several hundred images/s in shared
 # mode; `vit_s`/`vit_b` are the paper's CIFAR models (Sec. 4.1), by default at native 32 px with
@@ -66,7 +65,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 @dataclass(frozen=True)
 class TrainConfig:
     # --- what is trained -------------------------------------------------------------------------
-    mode: Mode = "shared"  # the paper's bootstrapping: agent CNN shares the ViT's weights
+    mode: str = "shared"  # a registered mode (trainers.modes); shared: the paper's bootstrapping
     preset: str = "tiny"  # model size preset (MODEL_PRESETS); explicit fields override it
 
     # --- data -------------------------------------------------------------------------------------
@@ -141,8 +140,11 @@ class TrainConfig:
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
         self._check()
+        defaults = {f.name: f.default for f in dataclasses.fields(self)} | preset
+        check_fields(self.mode, dataclasses.asdict(self), defaults)
 
     def _check(self) -> None:
+        MODES.lookup(self.mode)  # unknown: one line naming the registered modes
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -222,6 +224,21 @@ class TrainConfig:
 
     def replace(self, **changes: Any) -> TrainConfig:
         return strict_from_dict(type(self), {**self.to_dict(), **changes})
+
+
+def field_choices(name: str) -> tuple[Any, ...] | None:
+    """The allowed values of a TrainConfig field (for command lines), or None if open-ended.
+
+    `mode` comes from the mode registry; the others from their `Literal` type.
+    """
+    if name == "mode":
+        return tuple(MODES)
+    hint = typing.get_type_hints(TrainConfig)[name]
+    options = [a for a in get_args(hint) if get_origin(a) is Literal] + [hint]
+    for option in options:
+        if get_origin(option) is Literal:
+            return get_args(option)
+    return None
 
 
 def config_hash(config: dict[str, Any], extra: dict[str, Any] | None = None) -> str:

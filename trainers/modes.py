@@ -1,66 +1,223 @@
-"""Training modes: which networks exist, which losses apply, how many optimizers step.
-
-A mode is one small builder registered by name; the training loop is the same for all of them.
+"""Training modes: each is one registered class owning its networks, its forward, its named loss
+terms, its per-epoch metrics and the `TrainConfig` fields it uses. The training loop
+(`trainers.training`) knows no mode by name: it builds `MODES[cfg.mode](cfg, ...)`, steps on the
+sum of `loss_terms`, and evaluates each network the mode owns.
 
     vit     the ViT alone, from scratch: the baseline
     agent   the agent CNN alone, with its own (unshared) weights
-    joint   separate agent and ViT, two AdamW optimizers, mutual KD + feature hint (paper Sec. 3.3)
     shared  the agent built from the ViT's weights, one optimizer, one summed loss (paper Sec. 3.2)
+    joint   separate agent and ViT, two AdamW optimizers, mutual KD + feature hint (paper Sec. 3.3)
+
+Adding a mode is one class (README, "Adding a mode"):
+
+    @register_mode("vit_ls")
+    class VitLabelSmoothed(VitMode):
+        description = "the ViT alone with label smoothing 0.1 built in"
+
+        def loss_terms(self, outputs, y, epoch):
+            return {"cls": cross_entropy(outputs["vit_logits"], y, 0.1)}
+
+A mode's `fields` are the mode-specific `TrainConfig` fields it reads. A field that some mode
+claims is mode-specific; a config that sets such a field away from its default for a mode that
+does not claim it is rejected (`check_fields`), so a study never silently ignores a setting.
+
+This module imports no torch at import time (the config and the command lines read the registry
+without paying for torch): the methods import what they need.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
-
-from trainers.agent import SharedAgent, StandaloneAgent
-from trainers.config import TrainConfig
+from trainers.errors import ConfigError
 from trainers.registry import Registry
-from trainers.vit import build_vit
 
-__all__ = ["Networks", "MODES", "register_mode", "build_networks", "list_modes"]
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from trainers.config import TrainConfig
+
+__all__ = [
+    "MODES",
+    "AGENT_FIELDS",
+    "PAIR_FIELDS",
+    "VIT_FIELDS",
+    "AgentMode",
+    "JointMode",
+    "Mode",
+    "PairMode",
+    "SharedMode",
+    "VitMode",
+    "build_mode",
+    "check_fields",
+    "cross_entropy",
+    "mode_specific_fields",
+    "register_mode",
+    "used_fields",
+    "agent_from_config",
+    "vit_from_config",
+]
+
+# Field groups the built-in modes claim (a mode states the union of those it reads).
+VIT_FIELDS = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate"})  # the ViT's dropouts
+AGENT_FIELDS = frozenset({"agent_design", "agent_stem", "agent_norm"})  # the agent CNN's layout
+PAIR_FIELDS = frozenset(  # the losses coupling a ViT and an agent
+    {
+        "cls_vit",
+        "cls_agent",
+        "kd_vit",
+        "kd_agent",
+        "kd_temp",
+        "hint",
+        "hint_distance",
+        "hint_layers",
+        "hint_decay",
+        "resample",
+    }
+)
 
 
-@dataclass
-class Networks:
-    """The networks of one training run.
+class Mode:
+    """One way of training. Subclass, state what differs, and `@register_mode("name")` it.
 
-    `primary` is the model whose accuracy is the objective (`val_acc`): the ViT when there is one.
+    A subclass gives `build` (its networks by name), `forward` (named outputs) and `loss_terms`
+    (named, weighted float32 losses whose sum is minimised); optionally `metrics` (per-epoch
+    extras for the report), `optimizer_groups` (default: one AdamW over every network) and
+    `backward` (default: backward of the sum). Networks named "vit" and "agent" fill the result's
+    `params_vit` / `params_agent_own`; each network's accuracy is `val_acc_<name>` (`val_acc` is
+    the `primary` network's, the study's objective).
     """
 
-    vit: nn.Module | None
-    agent: nn.Module | None
-    separate_optimizers: bool  # joint mode: the agent and the ViT each have their own AdamW
+    name: ClassVar[str] = ""  # the registry key, set by register_mode
+    description: ClassVar[str] = ""  # one line for --help, listings and reports
+    fields: ClassVar[frozenset[str]] = frozenset()  # mode-specific TrainConfig fields it reads
+    primary: ClassVar[str] = "vit"  # the network whose accuracy is `val_acc`
 
-    @property
-    def modules(self) -> dict[str, nn.Module]:
-        return {name: m for name, m in (("vit", self.vit), ("agent", self.agent)) if m is not None}
+    def __init__(self, cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int):
+        """Build the networks; their random init comes from torch's global RNG (seed it first)."""
+        self.cfg = cfg
+        self.networks: dict[str, nn.Module] = self.build(num_classes, in_chans, img_size)
+        if self.primary not in self.networks:
+            raise ValueError(f"mode '{self.name}': primary network '{self.primary}' not built")
 
-    @property
-    def shared(self) -> bool:
-        return isinstance(self.agent, SharedAgent)
+    # --- what a mode states ---------------------------------------------------------------------
 
-    def parameter_counts(self) -> tuple[int, int]:
-        """(ViT parameters, the agent's own parameters); shared weights count once, for the ViT."""
-        vit = sum(p.numel() for p in self.vit.parameters()) if self.vit is not None else 0
-        agent = sum(p.numel() for p in self.agent.parameters()) if self.agent is not None else 0
-        return vit, agent
+    def build(self, num_classes: int, in_chans: int, img_size: int) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        """Named outputs of one training forward (run under the precision's autocast)."""
+        raise NotImplementedError
+
+    def loss_terms(
+        self, outputs: dict[str, Any], y: torch.Tensor, epoch: int
+    ) -> dict[str, torch.Tensor]:
+        """Named, weighted float32 loss terms (run outside autocast); the step minimises the sum
+        and the report shows each as `loss_<name>`. `epoch` is 0-based."""
+        raise NotImplementedError
+
+    def metrics(self, epoch: int) -> dict[str, float]:
+        """Per-epoch values for the report besides the losses (e.g. the hint weight in force)."""
+        return {}
+
+    def optimizer_groups(self) -> list[list[str]]:
+        """Network names per AdamW optimizer: default one optimizer over every network."""
+        return [list(self.networks)]
+
+    def backward(self, terms: dict[str, torch.Tensor]) -> None:
+        """Accumulate the gradient of the terms' sum into `.grad` (terms may arrive loss-scaled)."""
+        sum(terms.values()).backward()
+
+    # --- shared by every mode -------------------------------------------------------------------
+
+    def logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each network's logits on an evaluation batch (no features)."""
+        out = {}
+        for name, module in self.networks.items():
+            logits = module(x)
+            out[name] = logits[0] if isinstance(logits, tuple) else logits
+        return out
+
+    def parameter_counts(self) -> dict[str, int]:
+        """`params_vit`, `params_agent_own`: shared weights count once, for the ViT."""
+
+        def count(name: str) -> int:
+            module = self.networks.get(name)
+            return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+        return {"params_vit": count("vit"), "params_agent_own": count("agent")}
 
 
-MODES: Registry[Callable[[TrainConfig, int, int, int], Networks]] = Registry("mode")
-register_mode = MODES.register
-list_modes = MODES.names
+MODES: Registry[type[Mode]] = Registry("mode")
 
 
-def build_networks(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Networks:
-    """Build the mode's networks; the random init comes from torch's global RNG (seed it first)."""
+def register_mode(name: str):
+    """Class decorator: register a `Mode` subclass under `name` (a duplicate is an error)."""
+
+    def add(cls: type[Mode]) -> type[Mode]:
+        if not (isinstance(cls, type) and issubclass(cls, Mode)):
+            raise TypeError(f"register_mode('{name}') expects a Mode subclass, got {cls!r}")
+        cls.name = name
+        MODES.add(name, cls)
+        return cls
+
+    return add
+
+
+def build_mode(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Mode:
+    """The mode of `cfg` with its networks built (seed torch's global RNG first)."""
     return MODES.lookup(cfg.mode)(cfg, num_classes, in_chans, img_size)
 
 
-def _vit(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+def mode_specific_fields() -> frozenset[str]:
+    """Fields some registered mode claims; the others are common to every mode."""
+    return frozenset().union(*(mode.fields for mode in MODES.values()))
+
+
+def used_fields(mode: str, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` without the mode-specific fields `mode` does not use: one dict of settings for
+    many modes (a bench, a test grid) becomes what each mode accepts."""
+    unused = mode_specific_fields() - MODES.lookup(mode).fields
+    return {name: value for name, value in values.items() if name not in unused}
+
+
+def check_fields(mode: str, values: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Reject fields set away from their default that `mode` does not use (one line, all named).
+
+    `defaults` are the effective defaults: the dataclass's, with the model preset's filled in.
+    """
+    cls = MODES.lookup(mode)
+    foreign = sorted(
+        name
+        for name in mode_specific_fields() - cls.fields
+        if name in values and values[name] != defaults[name]
+    )
+    if foreign:
+        shown = ", ".join(f"{name}={values[name]!r}" for name in foreign)
+        users = {name: sorted(m for m, c in MODES.items() if name in c.fields) for name in foreign}
+        where = "; ".join(f"{name}: {', '.join(users[name])}" for name in foreign)
+        raise ConfigError(
+            f"mode '{mode}' does not use {shown} (modes that do: {where}); leave them at "
+            "their defaults"
+        )
+
+
+# --- the built-in modes ---------------------------------------------------------------------------
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy in float32 whatever the logits' dtype (see trainers.losses)."""
+    import torch.nn.functional as F
+
+    from trainers.precision import upcast
+
+    return F.cross_entropy(upcast(logits), y, label_smoothing=smoothing)
+
+
+def vit_from_config(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    from trainers.vit import build_vit
+
     return build_vit(
         img_size=img_size,
         patch_size=cfg.patch_size,
@@ -86,7 +243,9 @@ def _agent_options(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
     )
 
 
-def _standalone_agent(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int):
+def agent_from_config(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int):
+    from trainers.agent import StandaloneAgent
+
     return StandaloneAgent(
         img_size=img_size,
         patch_size=cfg.patch_size,
@@ -99,35 +258,138 @@ def _standalone_agent(cfg: TrainConfig, num_classes: int, in_chans: int, img_siz
 
 
 @register_mode("vit")
-def _vit_mode(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Networks:
-    return Networks(_vit(cfg, num_classes, in_chans, img_size), None, separate_optimizers=False)
+class VitMode(Mode):
+    description = "the ViT alone, from scratch (the baseline)"
+    fields = VIT_FIELDS
+
+    def build(self, num_classes, in_chans, img_size):
+        return {"vit": vit_from_config(self.cfg, num_classes, in_chans, img_size)}
+
+    def forward(self, x):
+        return {"vit_logits": self.networks["vit"](x)}
+
+    def loss_terms(self, outputs, y, epoch):
+        return {"cls": cross_entropy(outputs["vit_logits"], y, self.cfg.label_smoothing)}
 
 
 @register_mode("agent")
-def _agent_mode(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Networks:
-    agent = _standalone_agent(cfg, num_classes, in_chans, img_size)
-    return Networks(None, agent, separate_optimizers=False)
+class AgentMode(Mode):
+    description = "the agent CNN alone, with its own weights"
+    fields = AGENT_FIELDS
+    primary = "agent"
+
+    def build(self, num_classes, in_chans, img_size):
+        return {"agent": agent_from_config(self.cfg, num_classes, in_chans, img_size)}
+
+    def forward(self, x):
+        logits, _ = self.networks["agent"](x)
+        return {"agent_logits": logits}
+
+    def loss_terms(self, outputs, y, epoch):
+        return {"cls": cross_entropy(outputs["agent_logits"], y, self.cfg.label_smoothing)}
 
 
-@register_mode("joint")
-def _joint_mode(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Networks:
-    vit = _vit(cfg, num_classes, in_chans, img_size)
-    agent = _standalone_agent(cfg, num_classes, in_chans, img_size)
-    return Networks(vit, agent, separate_optimizers=True)
+class PairMode(Mode):
+    """A ViT and an agent CNN trained together: CE for each, mutual KD, the feature hint.
+
+    Subclasses build the agent (`build_agent`); the losses and the report are the same.
+    """
+
+    fields = VIT_FIELDS | AGENT_FIELDS | PAIR_FIELDS
+    vit_terms: ClassVar[tuple[str, ...]] = ("cls_vit", "kd_vit", "hint")  # the ViT's objective
+
+    def build_agent(self, vit: nn.Module, num_classes: int, in_chans: int, img_size: int):
+        raise NotImplementedError
+
+    def build(self, num_classes, in_chans, img_size):
+        vit = vit_from_config(self.cfg, num_classes, in_chans, img_size)
+        agent = self.build_agent(vit, num_classes, in_chans, img_size)
+        self.grids = (tuple(vit.patch_embed.grid_size), agent.feature_grids)
+        return {"vit": vit, "agent": agent}
+
+    def forward(self, x):
+        from trainers.vit import vit_forward_features
+
+        vit_logits, vit_features = vit_forward_features(self.networks["vit"], x)
+        agent_logits, agent_features = self.networks["agent"](x)
+        return {
+            "vit_logits": vit_logits,
+            "vit_features": vit_features,
+            "agent_logits": agent_logits,
+            "agent_features": agent_features,
+        }
+
+    def hint_weight(self, epoch: int) -> float:
+        from trainers.losses import hint_weight
+
+        cfg = self.cfg
+        return hint_weight(cfg.hint, epoch, cfg.epochs, cfg.hint_decay)
+
+    def metrics(self, epoch):
+        return {"hint_weight": self.hint_weight(epoch)}
+
+    def loss_terms(self, outputs, y, epoch):
+        """cls_vit, cls_agent (CE), kd_vit, kd_agent (mutual KD against the detached other),
+        hint (ViT tokens regress the detached agent features); zero weights drop their term."""
+        from trainers.losses import hint_loss, kd_loss
+
+        cfg, smooth = self.cfg, self.cfg.label_smoothing
+        vit_logits, agent_logits = outputs["vit_logits"], outputs["agent_logits"]
+        terms = {
+            "cls_vit": cfg.cls_vit * cross_entropy(vit_logits, y, smooth),
+            "cls_agent": cfg.cls_agent * cross_entropy(agent_logits, y, smooth),
+        }
+        if cfg.kd_vit > 0:
+            terms["kd_vit"] = cfg.kd_vit * kd_loss(vit_logits, agent_logits, cfg.kd_temp)
+        if cfg.kd_agent > 0:
+            terms["kd_agent"] = cfg.kd_agent * kd_loss(agent_logits, vit_logits, cfg.kd_temp)
+        weight = self.hint_weight(epoch)
+        if weight > 0:
+            terms["hint"] = weight * hint_loss(
+                outputs["vit_features"],
+                outputs["agent_features"],
+                layers=cfg.hint_layers,
+                distance=cfg.hint_distance,
+                resample=cfg.resample,
+                vit_grid=self.grids[0],
+                agent_grids=self.grids[1],
+            )
+        return terms
 
 
 @register_mode("shared")
-def _shared_mode(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> Networks:
-    vit = _vit(cfg, num_classes, in_chans, img_size)
-    agent = SharedAgent(vit, **_agent_options(cfg, num_classes, in_chans))
-    return Networks(vit, agent, separate_optimizers=False)
+class SharedMode(PairMode):
+    description = "the agent built from the ViT's weights, one summed loss (paper's bootstrapping)"
+    fields = PairMode.fields | {"grad_align"}
+
+    def build_agent(self, vit, num_classes, in_chans, img_size):
+        from trainers.agent import SharedAgent
+
+        return SharedAgent(vit, **_agent_options(self.cfg, num_classes, in_chans))
+
+    def backward(self, terms):
+        """grad_align=pcgrad: the agent's gradient on the shared weights is projected off the
+        ViT's where they conflict (paper Alg. 1); none: the plain sum (released code)."""
+        if self.cfg.grad_align != "pcgrad":
+            return super().backward(terms)
+        from trainers.pcgrad import aligned_backward
+
+        shared = self.networks["agent"].shared_parameters()
+        shared_ids = {id(p) for p in shared}
+        params = [p for m in self.networks.values() for p in m.parameters()]
+        unshared = [p for p in params if id(p) not in shared_ids]
+        loss_vit = sum(v for k, v in terms.items() if k in self.vit_terms)
+        loss_agent = sum(v for k, v in terms.items() if k not in self.vit_terms)
+        aligned_backward(loss_vit, loss_agent, shared, unshared)
+        return None
 
 
-def shared_parameters(networks: Networks) -> list[torch.Tensor]:
-    """The ViT parameters the shared agent reads (value/output projections and MLP weights).
+@register_mode("joint")
+class JointMode(PairMode):
+    description = "a separate agent and the ViT, two optimizers, mutual KD + hint (paper Sec. 3.3)"
 
-    Found by identity: whatever the agent's forward touches of the ViT is what `pcgrad` aligns.
-    """
-    if not networks.shared:
-        return []
-    return list(networks.agent.shared_parameters())
+    def build_agent(self, vit, num_classes, in_chans, img_size):
+        return agent_from_config(self.cfg, num_classes, in_chans, img_size)
+
+    def optimizer_groups(self):
+        return [["vit"], ["agent"]]

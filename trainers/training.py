@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from timm.optim import param_groups_weight_decay
 from torch import nn
 
@@ -29,18 +28,16 @@ from trainers.augment import BatchAugmenter, batch_indices
 from trainers.config import TrainConfig
 from trainers.datasets import ImageData, load_dataset
 from trainers.errors import ConfigError, NonFiniteLoss, PrecisionError
-from trainers.losses import hint_loss, hint_weight, kd_loss
-from trainers.modes import Networks, build_networks, shared_parameters
-from trainers.pcgrad import aligned_backward
+from trainers.modes import Mode, build_mode
 from trainers.precision import DtypeGuard, autocast, grad_scaler, is_dtype_error, resolve_precision
 from trainers.splits import class_balanced_indices, train_val_split
-from trainers.vit import vit_forward_features
 
 __all__ = [
     "train",
     "train_one_epoch",
     "train_step",
     "evaluate",
+    "Run",
     "prepare_data",
     "PreparedData",
     "Report",
@@ -137,12 +134,7 @@ def train(
     prepared = prepare_data(config, data, device)
     ds = prepared.data
     img_size = config.img_size or ds.image_size
-    networks = build_networks(config, ds.num_classes, ds.channels, img_size)
-    for module in networks.modules.values():
-        module.to(device)
-        if device.type == "cuda":  # the agent's convolutions are faster channels-last
-            module.to(memory_format=torch.channels_last)
-    run = _Run(config, networks, device, len(prepared.train_x))
+    run = Run.create(config, ds.num_classes, ds.channels, img_size, device, len(prepared.train_x))
     augment = BatchAugmenter(ds.mean, ds.std, ds.pad, ds.flip, img_size, device)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     start_epoch, best_val = 0, -1.0
@@ -160,45 +152,60 @@ def train(
             checkpoint({**run.state(epoch + 1, best_val), "generator": generator.get_state()})
 
     test = evaluate(run, prepared.test_x, prepared.test_y, augment, "test")
-    params_vit, params_agent = networks.parameter_counts()
     return {
         **metrics,
         **test,
         "best_val_acc": best_val,
-        "params_vit": params_vit,
-        "params_agent_own": params_agent,
+        **run.mode.parameter_counts(),
         "epochs_run": config.epochs - start_epoch,
         "train_images": len(prepared.train_x),
         "seconds": time.perf_counter() - started,
     }
 
 
-class _Run:
-    """Networks, optimizers and schedules of one run: what a checkpoint holds."""
+class Run:
+    """A mode's networks with their optimizers, schedules, precision: what a checkpoint holds.
 
-    def __init__(self, cfg: TrainConfig, networks: Networks, device: torch.device, n_train: int):
-        self.cfg, self.networks, self.device = cfg, networks, device
-        groups = (
-            [[m] for m in networks.modules.values()]
-            if networks.separate_optimizers
-            else [list(networks.modules.values())]
-        )
-        self.optimizers = [_adamw(cfg, nn.ModuleList(ms)) for ms in groups]
+    `Run.create` builds it as `train` does (bench/ and tests step it with `train_step`).
+    """
+
+    def __init__(self, cfg: TrainConfig, mode: Mode, device: torch.device, n_train: int):
+        self.cfg, self.mode, self.device = cfg, mode, device
+        self.networks = mode.networks
+        self.optimizers = [
+            _adamw(cfg, nn.ModuleList(self.networks[name] for name in group))
+            for group in mode.optimizer_groups()
+        ]
         self.steps_per_epoch = math.ceil(n_train / cfg.batch_size)
         total = cfg.epochs * self.steps_per_epoch
         warmup = round(cfg.warmup_epochs * self.steps_per_epoch)
         schedule = _cosine(total, warmup, cfg.min_lr / cfg.lr)
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in self.optimizers]
-        self.params = [p for m in networks.modules.values() for p in m.parameters()]
-        self.shared = shared_parameters(networks)
-        shared_ids = {id(p) for p in self.shared}
-        self.unshared = [p for p in self.params if id(p) not in shared_ids]
+        self.params = [p for m in self.networks.values() for p in m.parameters()]
         self.precision = resolve_precision(cfg.precision, device)
         self.autocast = autocast(self.precision, device)
         self.scaler = grad_scaler(self.precision, device)
-        self.forward = _forward_fn(cfg, networks)
-        if cfg.compile:  # one graph for both networks' forward; the first steps pay to compile
+        self.forward = mode.forward
+        if cfg.compile:  # one graph for the mode's whole forward; the first steps pay to compile
             self.forward = torch.compile(self.forward)
+
+    @classmethod
+    def create(
+        cls,
+        cfg: TrainConfig,
+        num_classes: int,
+        in_chans: int,
+        img_size: int,
+        device: torch.device,
+        n_train: int,
+    ) -> Run:
+        """Build the mode's networks (from torch's global RNG: seed it first) on `device`."""
+        mode = build_mode(cfg, num_classes, in_chans, img_size)
+        for module in mode.networks.values():
+            module.to(device)
+            if device.type == "cuda":  # the agent's convolutions are faster channels-last
+                module.to(memory_format=torch.channels_last)
+        return cls(cfg, mode, device, n_train)
 
     def state(self, epoch: int, best_val: float) -> dict[str, Any]:
         """A snapshot: state_dict()s alias the live weights and Adam moments, so without the
@@ -207,7 +214,7 @@ class _Run:
             {
                 "epoch": epoch,
                 "best_val_acc": best_val,
-                "models": {k: m.state_dict() for k, m in self.networks.modules.items()},
+                "models": {k: m.state_dict() for k, m in self.networks.items()},
                 "optimizers": [o.state_dict() for o in self.optimizers],
                 "schedulers": [s.state_dict() for s in self.schedulers],
                 "torch_rng": torch.get_rng_state(),
@@ -221,7 +228,7 @@ class _Run:
         return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
 
     def load_state(self, state: dict[str, Any]) -> tuple[int, float]:
-        for name, module in self.networks.modules.items():
+        for name, module in self.networks.items():
             module.load_state_dict(state["models"][name])
         for o, s in zip(self.optimizers, state["optimizers"], strict=True):
             o.load_state_dict(s)
@@ -261,88 +268,24 @@ def _cosine(total_steps: int, warmup_steps: int, floor: float) -> Callable[[int]
     return factor
 
 
-def _forward_fn(cfg: TrainConfig, networks: Networks):
-    """Returns f(x) -> (vit logits, vit features, agent logits, agent features), None where absent.
-
-    Features are only computed when the hint loss needs them.
-    """
-    vit, agent = networks.vit, networks.agent
-
-    def forward(x: torch.Tensor):
-        vit_logits = vit_feats = agent_logits = agent_feats = None
-        if vit is not None:
-            vit_logits, vit_feats = vit_forward_features(vit, x)
-        if agent is not None:
-            agent_logits, agent_feats = agent(x)
-        return vit_logits, vit_feats, agent_logits, agent_feats
-
-    return forward
-
-
-def loss_terms(
-    cfg: TrainConfig, outputs, y: torch.Tensor, epoch: int, grids: tuple[Any, Any]
-) -> tuple[dict[str, torch.Tensor], float]:
-    """The weighted loss terms of one step, and the hint weight in force this epoch.
-
-    With both networks: cls_vit, cls_agent (cross-entropy), kd_vit, kd_agent (mutual KD against the
-    detached other), hint (ViT tokens regress the detached agent features). With one: its own CE.
-    """
-    vit_logits, vit_feats, agent_logits, agent_feats = outputs
-    smooth = cfg.label_smoothing
-    terms: dict[str, torch.Tensor] = {}
-    if vit_logits is None or agent_logits is None:
-        logits = vit_logits if vit_logits is not None else agent_logits
-        terms["cls"] = F.cross_entropy(logits.float(), y, label_smoothing=smooth)
-        return terms, 0.0
-    terms["cls_vit"] = cfg.cls_vit * F.cross_entropy(vit_logits.float(), y, label_smoothing=smooth)
-    terms["cls_agent"] = cfg.cls_agent * F.cross_entropy(
-        agent_logits.float(), y, label_smoothing=smooth
-    )
-    if cfg.kd_vit > 0:
-        terms["kd_vit"] = cfg.kd_vit * kd_loss(
-            vit_logits.float(), agent_logits.float(), cfg.kd_temp
-        )
-    if cfg.kd_agent > 0:
-        terms["kd_agent"] = cfg.kd_agent * kd_loss(
-            agent_logits.float(), vit_logits.float(), cfg.kd_temp
-        )
-    weight = hint_weight(cfg.hint, epoch, cfg.epochs, cfg.hint_decay)
-    if weight > 0:
-        terms["hint"] = weight * hint_loss(
-            vit_feats,
-            agent_feats,
-            layers=cfg.hint_layers,
-            distance=cfg.hint_distance,
-            resample=cfg.resample,
-            vit_grid=grids[0],
-            agent_grids=grids[1],
-        )
-    return terms, weight
-
-
-_VIT_TERMS = ("cls_vit", "kd_vit", "hint")  # what the ViT's gradient is made of (for pcgrad)
-
-
 def train_one_epoch(
-    run: _Run,
+    run: Run,
     data: PreparedData,
     augment: BatchAugmenter,
     generator: torch.Generator,
     epoch: int,
 ) -> dict[str, float]:
     cfg = run.cfg
-    for module in run.networks.modules.values():
+    for module in run.networks.values():
         module.train()
     started = time.perf_counter()
     totals: dict[str, float] = {}
     seen = 0
-    grids = _grids(run.networks)
     batches = batch_indices(len(data.train_x), cfg.batch_size, generator, shuffle=True)
-    weight = 0.0
     for step, idx in enumerate(batches):
         x = augment(data.train_x[idx.to(data.train_x.device)], generator)
         y = data.train_y[idx.to(data.train_y.device)]
-        values, weight = train_step(run, x, y, epoch, step, grids)
+        values = train_step(run, x, y, epoch, step)
         n = len(idx)
         seen += n
         for k, v in values.items():
@@ -352,37 +295,42 @@ def train_one_epoch(
     out["train_loss"] = sum(totals.values()) / max(seen, 1)
     out.update({f"loss_{k}": v / max(seen, 1) for k, v in totals.items()})
     out["lr"] = run.optimizers[0].param_groups[0]["lr"]
-    out["hint_weight"] = weight
+    out.update(run.mode.metrics(epoch))
     out["epoch_seconds"] = seconds
     out["images_per_second"] = seen / seconds if seconds > 0 else 0.0
     return out
 
 
 def train_step(
-    run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int, grids: tuple[Any, Any]
-) -> tuple[dict[str, float], float]:
-    """One optimisation step on an augmented batch: forward, losses, backward (PCGrad-aligned
-    when asked), clipping, optimizer and scheduler steps. Returns the loss terms' values and the
-    hint weight. `epoch` is 0-based; `step` only names the step in `NonFiniteLoss`.
+    run: Run, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int
+) -> dict[str, float]:
+    """One optimisation step on an augmented batch: the mode's forward (under the precision's
+    autocast) and loss terms (float32, outside it), its backward, clipping, optimizer and
+    scheduler steps. Returns the loss terms' values. `epoch` is 0-based; `step` only names the
+    step in `NonFiniteLoss`.
     """
     cfg = run.cfg
     if run.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
+    scaler = run.scaler
     try:
         with run.autocast:
             outputs = run.forward(x)
-        terms, weight = loss_terms(cfg, outputs, y, epoch, grids)  # fp32, outside autocast
+        terms = run.mode.loss_terms(outputs, y, epoch)
         # One device-to-host copy for all terms (a float() per term would sync the GPU once each)
         stacked = torch.stack([v.detach() for v in terms.values()]).tolist()
         values = dict(zip(terms, stacked, strict=True))
         if not math.isfinite(sum(values.values())):
             raise NonFiniteLoss(epoch + 1, step, values)
-        _backward(run, terms)
+        for opt in run.optimizers:
+            opt.zero_grad(set_to_none=True)
+        if scaler is not None:  # fp16: one scale for every term (PCGrad is invariant to it)
+            terms = {k: scaler.scale(v) for k, v in terms.items()}
+        run.mode.backward(terms)
     except RuntimeError as err:
         if not is_dtype_error(err):
             raise
-        raise PrecisionError(_dtype_failure(run, x, y, epoch, grids, err)) from None
-    scaler = run.scaler
+        raise PrecisionError(_dtype_failure(run, x, y, epoch, err)) from None
     if scaler is not None:  # clip and step on the true gradients
         for opt in run.optimizers:
             scaler.unscale_(opt)
@@ -396,25 +344,11 @@ def train_step(
         sched.step()
     if scaler is not None:
         scaler.update()
-    return values, weight
-
-
-def _backward(run: _Run, terms: dict[str, torch.Tensor]) -> None:
-    """Gradients of the summed terms into `.grad` (PCGrad-aligned on shared weights if asked)."""
-    for opt in run.optimizers:
-        opt.zero_grad(set_to_none=True)
-    scale = run.scaler.scale if run.scaler is not None else (lambda loss: loss)
-    if run.cfg.grad_align == "pcgrad" and run.shared:
-        loss_vit = sum(v for k, v in terms.items() if k in _VIT_TERMS)
-        loss_agent = sum(v for k, v in terms.items() if k not in _VIT_TERMS)
-        # one scale for both: the projection is invariant to it
-        aligned_backward(scale(loss_vit), scale(loss_agent), run.shared, run.unshared)
-    else:
-        scale(sum(terms.values())).backward()
+    return values
 
 
 def _dtype_failure(
-    run: _Run, x: torch.Tensor, y: torch.Tensor, epoch: int, grids, err: RuntimeError
+    run: Run, x: torch.Tensor, y: torch.Tensor, epoch: int, err: RuntimeError
 ) -> str:
     """One line naming the mode, the precision and the op that mixed dtypes.
 
@@ -429,7 +363,7 @@ def _dtype_failure(
             with run.autocast:
                 outputs = run.forward(x)
             with guard:
-                loss_terms(run.cfg, outputs, y, epoch, grids)
+                run.mode.loss_terms(outputs, y, epoch)
     except RuntimeError:  # the guard has recorded what came before
         pass
     if guard.first() is not None:
@@ -439,34 +373,25 @@ def _dtype_failure(
     return f"{head}: {where}: {reason}"
 
 
-def _grids(networks: Networks):
-    vit_grid = networks.vit.patch_embed.grid_size if networks.vit is not None else None
-    agent_grids = getattr(networks.agent, "feature_grids", None)
-    return vit_grid, agent_grids
-
-
 @torch.no_grad()
 def evaluate(
-    run: _Run, x_all: torch.Tensor, y_all: torch.Tensor, augment: BatchAugmenter, split: str
+    run: Run, x_all: torch.Tensor, y_all: torch.Tensor, augment: BatchAugmenter, split: str
 ) -> dict[str, float]:
-    """Top-1 accuracy of every network on one split, as fractions in [0, 1]."""
-    for module in run.networks.modules.values():
+    """Top-1 accuracy of every network on one split, as fractions in [0, 1]: `<split>_acc` is the
+    mode's primary network's, `<split>_acc_<name>` each other network's but the ViT's."""
+    for module in run.networks.values():
         module.eval()
-    correct = {name: 0 for name in run.networks.modules}
+    correct = {name: 0 for name in run.networks}
     bs = run.cfg.eval_batch_size
     for start in range(0, len(x_all), bs):
         x = augment.eval(x_all[start : start + bs])
         y = y_all[start : start + bs]
         with run.autocast:
-            for name, module in run.networks.modules.items():
-                logits = module(x)
-                if isinstance(logits, tuple):
-                    logits = logits[0]
-                correct[name] += int((logits.argmax(dim=1) == y).sum())
+            logits = run.mode.logits(x)
+        for name, z in logits.items():
+            correct[name] += int((z.argmax(dim=1) == y).sum())
     n = max(len(x_all), 1)
     acc = {name: c / n for name, c in correct.items()}
-    primary = acc.get("vit", acc.get("agent"))
-    out = {f"{split}_acc": primary}
-    if "agent" in acc:
-        out[f"{split}_acc_agent"] = acc["agent"]
+    out = {f"{split}_acc": acc[run.mode.primary]}
+    out.update({f"{split}_acc_{name}": a for name, a in acc.items() if name != "vit"})
     return out
