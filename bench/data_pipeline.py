@@ -32,7 +32,7 @@ from trainers.augment import BatchAugmenter, batch_indices  # noqa: E402
 __all__ = ["time_pipelines"]
 
 
-class _PILDataset(Dataset):
+class PILDataset(Dataset):
     """What torchvision's CIFAR10/FashionMNIST do per item: uint8 array -> PIL -> transforms."""
 
     def __init__(self, images: Tensor, labels: Tensor, transform: Callable):
@@ -131,7 +131,7 @@ def time_pipelines(
             transforms.Normalize(mean, std),
         ]
     )
-    dataset = _PILDataset(images, labels, transform)
+    dataset = PILDataset(images, labels, transform)
     for num_workers in workers:
         loader = DataLoader(
             dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True

@@ -1,7 +1,7 @@
 """What one real training step costs per mode, and what the data pipeline adds to it.
 
 Figures, not tests. Two tables, both timing `trainers.training.train_step` (forward, losses,
-backward, clipping, AdamW and scheduler step: the trainer's own code, not a copy) on a `_Run`
+backward, clipping, AdamW and scheduler step: the trainer's own code, not a copy) on a `Run`
 built exactly as `train` builds it:
 
 1. images/s of one step for vit, agent, joint and shared, at the `tiny` preset on Fashion-MNIST
@@ -35,7 +35,7 @@ from torch import Tensor
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # run as a script from anywhere
 
-from data_pipeline import _PILDataset  # noqa: E402
+from data_pipeline import PILDataset  # noqa: E402
 
 from trainers.augment import BatchAugmenter, batch_indices  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
@@ -125,7 +125,7 @@ def _torchvision_loader(data: _Data, workers: int):
         ]
     )
     loader = DataLoader(
-        _PILDataset(data.images, data.labels, transform),
+        PILDataset(data.images, data.labels, transform),
         batch_size=BATCH,
         shuffle=True,
         num_workers=workers,
