@@ -151,6 +151,9 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
         overrides=_pairs(args.overrides, "--set", as_list=False),
         arm_values=_pairs(args.arm_values, "--arm", as_list=True),
     )
+    from study.engine import normalize_url  # SQLAlchemy: only once the options parsed
+
+    normalize_url(config.storage)  # a malformed or unsupported URL fails even with --dry-run
     return config, why
 
 

@@ -20,8 +20,11 @@ Imported by: `run_study.py` (after the study), tests and benches; never by `stud
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+
+from trainers.errors import ConfigError
 
 __all__ = ["Report", "build_report", "default_out_path"]
 
@@ -42,14 +45,30 @@ def build_report(study_name: str, storage_url: str, out_path: str | Path | None 
     from reports.page import build_page
     from study.store import Store
 
+    out = Path(out_path) if out_path is not None else default_out_path(study_name)
+    _check_writable(out)  # before the study is read: a bad --out is one line, at once
     with Store.open_existing(storage_url) as store:  # reading never creates a database
         report = build_page(load_study(store, study_name))
-    out = Path(out_path) if out_path is not None else default_out_path(study_name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(report.html, encoding="utf-8")
-    for suffix, text in report.exports.items():
-        out.with_suffix(suffix).write_text(text, encoding="utf-8")
+    try:
+        out.write_text(report.html, encoding="utf-8")
+        for suffix, text in report.exports.items():
+            out.with_suffix(suffix).write_text(text, encoding="utf-8")
+    except OSError as err:  # e.g. the disk filled up while writing
+        raise ConfigError(f"cannot write the report at {out}: {err.strerror or err}") from None
     return out
+
+
+def _check_writable(out: Path) -> None:
+    """`out` and its siblings (.md, .tex) can be written: its directory exists or can be made."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot write the report at {out}: {err.strerror or err}") from None
+    if out.is_dir():
+        raise ConfigError(f"cannot write the report at {out}: it is a directory")
+    target = out if out.exists() else out.parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(f"cannot write the report at {out}: {target} is not writable")
 
 
 def __getattr__(name: str):

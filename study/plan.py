@@ -90,6 +90,7 @@ class StudyConfig:
                 raise ConfigError(message)
         if not self.name or "/" in self.name or len(self.name) > 200:
             raise ConfigError(f"study name must be 1-200 characters without '/', got {self.name!r}")
+        _check_address(self.address)
         self._check_trainer_configs()
 
     def _check_trainer_configs(self) -> None:
@@ -197,6 +198,16 @@ def asha_rungs(grace: int, reduction_factor: float, max_epochs: int) -> list[int
         out.add(math.ceil(t - 1e-9))
         t *= reduction_factor
     return sorted(out)
+
+
+def _check_address(address: str | None) -> None:
+    """--address as Ray takes it: HOST:PORT, `auto`, or a ray:// client URL (reachability is
+    checked when Ray starts, still before anything is written)."""
+    if address is None or address == "auto" or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+        raise ConfigError(f"--address must be HOST:PORT, auto or ray://HOST:PORT, got {address!r}")
 
 
 def resolve_preset(preset: str, gpus_per_trial: float) -> tuple[str, str | None]:

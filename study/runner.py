@@ -58,6 +58,7 @@ def run_study(
     started = time.monotonic()
     _check_writable(config.results_dir)
     store = Store.open(config.storage)  # a bad URL or unreachable server fails before loading
+    store.check_integrity()  # a damaged SQLite file: one line now, not Optuna's traceback later
     study = store.get_study(config.name) if resume else None
     if study is not None:
         if study.space != config.space:

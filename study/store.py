@@ -220,6 +220,20 @@ class Store:
         """Same as ``Store(url)``."""
         return cls(url)
 
+    def check_integrity(self) -> None:
+        """A `StorageError` if a SQLite file is damaged (PRAGMA quick_check), before a study writes
+        into it; PostgreSQL keeps its own checksums and is not scanned."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        with self._reading() as session:
+            problems = session.execute(sa.text("PRAGMA quick_check(3)")).scalars().all()
+        if problems != ["ok"]:
+            found = " ".join(" ".join(problems).split())[:200]
+            raise StorageError(
+                f"the SQLite database {self.url} is damaged ({found}): restore it from a copy, "
+                "or give another --storage"
+            )
+
     def close(self) -> None:
         """Close every pooled connection; the store must not be used afterwards."""
         self.engine.dispose()
