@@ -206,7 +206,8 @@ def _check_address(address: str | None) -> None:
     if address is None or address == "auto" or address.startswith("ray://"):
         return
     host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+    valid_port = port.isdigit() and 0 < int(port) < 65536
+    if not host or not valid_port or any(c.isspace() for c in host):
         raise ConfigError(f"--address must be HOST:PORT, auto or ray://HOST:PORT, got {address!r}")
 
 
