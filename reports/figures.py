@@ -241,8 +241,10 @@ def best_so_far(search: pd.DataFrame, colors: dict[str, str]) -> go.Figure:
     for arm, g in search.groupby("arm", sort=False):
         g = g.sort_values("number")
         fig.add_trace(
+            # lines+markers: an arm with one completed trial is one point, which a line hides
             go.Scattergl(x=_f32(np.arange(1, len(g) + 1)), y=_pct(g["best_val_acc"].cummax()),
-                         mode="lines", name=esc(arm), line=dict(color=colors[arm], shape="hv"))
+                         mode="lines+markers", name=esc(arm),
+                         line=dict(color=colors[arm], shape="hv"))
         )  # fmt: skip
     fig.update_xaxes(title="completed search trials in the arm")
     fig.update_yaxes(title="best val acc so far (%)")

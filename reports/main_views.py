@@ -23,7 +23,15 @@ from reports.load import LoadedStudy
 from study.status import Phase, TrialStatus
 from trainers.registry import Registry
 
-__all__ = ["MAIN_VIEWS", "MainView", "summary_frame", "source_label", "percent"]
+__all__ = [
+    "MAIN_VIEWS",
+    "MainView",
+    "summary_frame",
+    "source_label",
+    "percent",
+    "duration",
+    "compact",
+]
 
 MainView = Callable[[LoadedStudy, pd.DataFrame], tuple[str, str, tuple[str | go.Figure, ...]]]
 MAIN_VIEWS: Registry[MainView] = Registry("report main view")
@@ -31,6 +39,22 @@ MAIN_VIEWS: Registry[MainView] = Registry("report main view")
 
 def percent(x: float, digits: int = 1) -> str:
     return f"{x * 100:.{digits}f}%"
+
+
+def duration(seconds: float) -> str:
+    """A running time a reader takes in at a glance: 42 s, 7.5 min, 3.2 h (never "0.0 h")."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def compact(params: dict) -> str:
+    """Searched values as `name=value` with floats to 3 significant digits, not 16."""
+    return ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(params.items())
+    )
 
 
 def source_label(sources: set[str]) -> str:

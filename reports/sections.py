@@ -8,14 +8,13 @@ is one function appended to `SECTIONS`; each is testable alone::
     >>> from reports.load import load_study
     >>> section = cost(load_study(store, "my-study"))  # doctest: +SKIP
     >>> section.caption  # doctest: +SKIP
-    '3.2 trial-hours in all; mode=joint,... cost most (1.1 h, 34%); ...'
+    '3.2 h of trial time in all; mode=joint,... cost most (1.1 h, 34%); ...'
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import plotly.graph_objects as go
 
 from reports import figures, stats, tables
 from reports.load import LoadedStudy
-from reports.main_views import MAIN_VIEWS, percent, summary_frame
+from reports.main_views import MAIN_VIEWS, compact, duration, percent, summary_frame
 from study.status import HAS_RESULT, TRAINED, Phase, TrialStatus
 
 __all__ = [
@@ -85,12 +84,13 @@ def summary(s: LoadedStudy) -> Section:
         st for st in counts.index if st not in figures.STATUS_COLORS
     ]
     count_text = ", ".join(f"{counts[st]} {st.lower()}" for st in order)
-    hours = float(t["trial_seconds"].sum()) / 3600
+    seconds = float(t["trial_seconds"].sum())
     searched = t[(t["phase"] == Phase.SEARCH) & t["status"].isin(TRAINED)]
     saved = stats.asha_saved_share(searched["epochs_run"], s.max_epochs)
     best = _best_arm(s)
     caption = (
-        f"{len(t)} trials ({count_text}) took {hours:.1f} trial-hours; ASHA saved {saved:.0%} of "
+        f"{len(t)} trials ({count_text}) took {duration(seconds)} of trial time; ASHA saved "
+        f"{saved:.0%} of "
         f"the search's epochs ({int(searched['epochs_run'].sum())} of "
         f"{len(searched) * s.max_epochs} epochs trained)"
     )
@@ -119,7 +119,7 @@ def summary(s: LoadedStudy) -> Section:
     best_rows = []
     for arm, g in s.results.groupby("arm", sort=False):
         src = tables.SOURCE_LABEL[g["source"].iloc[0]]
-        params = json.dumps(g["params"].iloc[0], sort_keys=True)
+        params = compact(g["params"].iloc[0])
         best_rows.append([arm, params, f"{g['value'].mean() * 100:.1f}", src, len(g)])
     best_table = tables.html_table(["arm", "configuration", "accuracy (%)", "source", "n"],
                                    best_rows)  # fmt: skip
@@ -286,8 +286,8 @@ def cost(s: LoadedStudy) -> Section:
         + [st for st in per_status.index if st not in figures.STATUS_COLORS]
     )
     caption = (
-        f"{total / 3600:.1f} trial-hours in all; {per_arm.idxmax()} cost most "
-        f"({per_arm.max() / 3600:.1f} h, {per_arm.max() / total:.0%}); "
+        f"{duration(total)} of trial time in all; {per_arm.idxmax()} cost most "
+        f"({duration(per_arm.max())}, {per_arm.max() / total:.0%}); "
         + ", ".join(f"{st.lower()} trials used {share:.0%}" for st, share in per_status.items())
         + "."
     )

@@ -170,14 +170,14 @@ def test_captions_state_the_numbers(hand_report):
     # per arm 9+9+1 search + 3x9 final epochs: 92 epochs * 360 s = 9.2 h; the search trained
     # 9+9+1 of 27 epochs per arm, so ASHA saved 8/27 = 30%
     assert _caption(page, "summary").startswith(
-        "12 trials (10 complete, 2 pruned) took 9.2 trial-hours; ASHA saved 30% of the search's "
-        "epochs (38 of 54 epochs trained); best arm mode=shared,data_fraction=0.1 at 79.7% "
+        "12 trials (10 complete, 2 pruned) took 9.2 h of trial time; ASHA saved 30% of the "
+        "search's epochs (38 of 54 epochs trained); best arm mode=shared,data_fraction=0.1 at 79.7% "
         "(test, n=3)"
     )
     assert _caption(page, "curves").startswith(
         "12 of 12 trials drawn; 2 pruned trials stopped: 2 at epoch 1"
     )
-    assert _caption(page, "cost").startswith("9.2 trial-hours in all;")
+    assert _caption(page, "cost").startswith("9.2 h of trial time in all;")
     assert _caption(page, "provenance").startswith("Code abc1234;")
 
 
@@ -216,7 +216,7 @@ def test_each_section_builder_works_alone_on_the_loaded_study(hand_report):
     page = out.read_text()
     for section in built:
         assert _caption(page, section.id) == section.caption
-    assert sections.cost(study).caption.startswith("9.2 trial-hours in all;")
+    assert sections.cost(study).caption.startswith("9.2 h of trial time in all;")
     assert study.rungs == [1, 3] and study.record.main_view == "fraction_curve"
     assert study.record.baselines == {
         "mode=vit,data_fraction=0.1": None,
