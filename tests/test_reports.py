@@ -171,8 +171,8 @@ def test_captions_state_the_numbers(hand_report):
     # 9+9+1 of 27 epochs per arm, so ASHA saved 8/27 = 30%
     assert _caption(page, "summary").startswith(
         "12 trials (10 complete, 2 pruned) took 9.2 h of trial time; ASHA saved 30% of the "
-        "search's epochs (38 of 54 epochs trained); best arm mode=shared,data_fraction=0.1 at 79.7% "
-        "(test, n=3)"
+        "search's epochs (38 of 54 epochs trained); best arm mode=shared,data_fraction=0.1 at "
+        "79.7% (test, n=3)"
     )
     assert _caption(page, "curves").startswith(
         "12 of 12 trials drawn; 2 pruned trials stopped: 2 at epoch 1"
