@@ -35,7 +35,8 @@ class LoadedStudy:
     """One study as its report sees it; every section is a function of this alone."""
 
     record: StudyRecord
-    trials: pd.DataFrame  # TRIAL_COLUMNS, `factors` and `params` as dicts, in the arms' order
+    trials: pd.DataFrame  # TRIAL_COLUMNS, `factors` and `params` as dicts, in the arms' order,
+    #                       and `ssl_seconds` (0 without a self-supervised phase)
     drawn: list[int]  # ids of the trials whose curves are drawn (at most MAX_CURVES)
     curves: pd.DataFrame  # CURVE_METRICS of the drawn trials: trial_id, epoch, name, value
     optuna_trials: pd.DataFrame  # the arms' Optuna trials (Store.optuna_trials_frame)
@@ -65,6 +66,9 @@ def load_study(store: Store, name: str) -> LoadedStudy:
     arms = dict(sorted(arms.items(), key=lambda kv: _sort_key(kv[1])))
     trials = trials.assign(arm=pd.Categorical(trials["arm"], categories=list(arms), ordered=True))
     trials = trials.sort_values(["arm", "id"]).assign(arm=lambda d: d["arm"].astype(str))
+    # the self-supervised phase's seconds (ssl_init=dino; the same every epoch), shown apart
+    ssl = store.metrics_frame(name, names=("ssl_seconds",)).groupby("trial_id")["value"].first()
+    trials = trials.assign(ssl_seconds=[float(ssl.get(int(i), 0.0)) for i in trials["id"]])
     results = stats.arm_results(trials)
     summaries = {
         arm: stats.summarize(results.loc[results["arm"] == arm, "value"])

@@ -290,8 +290,23 @@ def cost(s: LoadedStudy) -> Section:
         f"({duration(per_arm.max())}, {per_arm.max() / total:.0%}); "
         + ", ".join(f"{st.lower()} trials used {share:.0%}" for st, share in per_status.items())
         + "."
+        + _ssl_cost(t)
     )
     return Section("cost", "6. Cost", caption, (figures.cost_bars(t),))
+
+
+def _ssl_cost(t: pd.DataFrame) -> str:
+    """The self-supervised phases' share of each arm's trial time (ssl_init=dino), if any."""
+    if "ssl_seconds" not in t or not (t["ssl_seconds"] > 0).any():
+        return ""
+    per_arm = t.groupby("arm", sort=False)[["ssl_seconds", "trial_seconds"]].sum()
+    per_arm = per_arm[per_arm["ssl_seconds"] > 0]
+    shares = ", ".join(
+        f"{arm} {row.ssl_seconds / 3600:.2f} h "
+        f"({row.ssl_seconds / max(row.trial_seconds, 1e-9):.0%} of its trial time)"
+        for arm, row in per_arm.iterrows()
+    )
+    return f" Self-supervised pre-training phases (included above): {shares}."
 
 
 # --- 7. provenance --------------------------------------------------------------------------------

@@ -133,16 +133,42 @@ class SearchSpace:
     main_view: str = "arms"  # the report's main figure (reports.main_views): "fraction_curve"
     #                          for accuracy against data fraction, "arms" for effects and bars
     budgets: dict[str, Budget] = field(default_factory=dict)  # preset -> budget
+    bundles: dict[str, dict[Any, dict[str, Any]]] = field(default_factory=dict)  # an arm factor
+    #   that is a label for several TrainConfig values, e.g. method=impulse_vit -> {mode: vit,
+    #   init: impulse, pool: gap}: methods that differ in several fields compared as one factor
 
     def __post_init__(self) -> None:
         known = set(TrainConfig.__dataclass_fields__)
-        names = list(self.arms) + [d.name for d in self.search] + list(self.fixed)
+        bundled = [f for values in self.bundles.values() for b in values.values() for f in b]
+        plain_arms = [a for a in self.arms if a not in self.bundles]
+        names = plain_arms + [d.name for d in self.search] + list(self.fixed) + bundled
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"space '{self.name}' names unknown TrainConfig fields: {unknown}")
-        clash = set(self.arms) & {d.name for d in self.search}
+        for factor, labels in self.bundles.items():
+            missing = [v for v in self.arms.get(factor, ()) if v not in labels]
+            if factor not in self.arms or factor in known or missing:
+                raise ValueError(
+                    f"space '{self.name}': bundle '{factor}' must be an arm factor that is not a "
+                    f"TrainConfig field, with a bundle for each of its values (missing: {missing})"
+                )
+        clash = self.arm_fields() & {d.name for d in self.search}
         if clash:
             raise ValueError(f"space '{self.name}': {clash} is both an arm factor and searched")
+
+    def arm_fields(self) -> set[str]:
+        """The TrainConfig fields the arms set: plain factors and every bundle's fields."""
+        bundled = {f for values in self.bundles.values() for b in values.values() for f in b}
+        return {a for a in self.arms if a not in self.bundles} | bundled
+
+    def arm_values(self, factors: Mapping[str, Any]) -> dict[str, Any]:
+        """An arm's TrainConfig values: plain factors as they are, bundles expanded."""
+        values: dict[str, Any] = {}
+        for factor, value in factors.items():
+            values.update(
+                self.bundles[factor][value] if factor in self.bundles else {factor: value}
+            )
+        return values
 
     def budget(self, preset: str) -> Budget:
         if preset not in self.budgets:
@@ -164,6 +190,14 @@ class SearchSpace:
         restrict = {**self.budget(preset).arms, **values}
         # dict.fromkeys: repeated values (also 1 and 1.0) make one arm, not two with one budget
         factors = {k: tuple(dict.fromkeys(restrict.get(k, v))) for k, v in self.arms.items()}
+        for factor, labels in self.bundles.items():
+            unknown_labels = [v for v in factors[factor] if v not in labels]
+            if unknown_labels:
+                raise ConfigError(
+                    f"space '{self.name}': {factor} has no value "
+                    f"{', '.join(map(str, unknown_labels))}; choose from: "
+                    f"{', '.join(map(str, labels))}"
+                )
         return [
             Arm(dict(zip(factors, values, strict=True)))
             for values in itertools.product(*factors.values())
@@ -198,7 +232,7 @@ class SearchSpace:
         if self.arm_overrides is not None:
             values.update(self.arm_overrides(arm.factors))
         values.update(overrides or {})
-        values.update(arm.factors)
+        values.update(self.arm_values(arm.factors))
         values.update(params)
         return TrainConfig.from_dict(values)
 

@@ -6,6 +6,7 @@ Presets: `smoke` (a look within ~2 minutes on a laptop CPU), `cpu` (a real small
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from search_spaces._base import Budget, Categorical, Float, SearchSpace, register_space
@@ -162,4 +163,94 @@ def optimizer() -> SearchSpace:
         ),
         baseline={"mode": "vit"},
         budgets=budgets((2, 8, 32), data_fraction=0.05),
+    )
+
+
+# --- the sibling methods (README "Sibling methods") ---------------------------------------------
+
+# Each method is a bundle of TrainConfig values, compared as one arm factor `method`.
+METHODS = {
+    "vit": {"mode": "vit"},  # from scratch, timm init: the baseline
+    "shared": {"mode": "shared"},  # bootstrapping (Zhang et al. 2022)
+    "impulse_vit": {"mode": "vit", "init": "impulse", "pool": "gap"},  # Zheng et al. 2024
+    "dhvt_vit": {"mode": "vit", "patch_embed": "sope", "mlp": "daff", "head_tokens": True},
+    "ssl_vit": {"mode": "vit", "ssl_init": "dino"},  # Gani et al. 2022
+    "impulse_shared": {"mode": "shared", "init": "impulse", "pool": "gap"},  # both biases at once
+}
+# The DINO phase's length per preset: it is part of each ssl_vit trial's cost (reported apart).
+SSL_EPOCHS = {"smoke": 1, "cpu": 4, "gpu": 100}
+
+
+def with_ssl_epochs(preset: str) -> dict[str, Any]:
+    return {"ssl_epochs": SSL_EPOCHS[preset]}
+
+
+@register_space
+def methods() -> SearchSpace:
+    # cpu: one fraction, so six methods x (2 searched + 2 final runs) fit ~15 min on 2 cores
+    built = budgets(
+        (1, 2, 8),
+        final_seeds=(2, 3),
+        smoke_arms={"data_fraction": (0.02,)},
+        cpu_arms={"data_fraction": (0.02,)},
+    )
+    for preset, budget in built.items():  # the DINO phase's length is the preset's too
+        built[preset] = dataclasses.replace(
+            budget, overrides={**budget.overrides, **with_ssl_epochs(preset)}
+        )
+    return SearchSpace(
+        name="methods",
+        description="vit / bootstrapping / impulse init / DHVT / DINO init / bootstrapping+impulse "
+        "across data fractions, equal tuning budget per method",
+        arms={"method": tuple(METHODS), "data_fraction": (0.01, 0.05, 0.1, 0.25, 0.5, 1.0)},
+        bundles={"method": METHODS},
+        search=(LR, WEIGHT_DECAY),
+        baseline={"method": "vit"},
+        budgets=built,
+    )
+
+
+@register_space
+def init_scheme() -> SearchSpace:
+    return SearchSpace(
+        name="init_scheme",
+        description="ViT attention init: timm trunc-normal / mimetic / impulse (3x3, 5x5), "
+        "global-average pooled, across data fractions",
+        arms={
+            "init": ("trunc_normal", "mimetic", "impulse"),
+            "data_fraction": (0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+        },
+        search=(LR, WEIGHT_DECAY),
+        fixed={"mode": "vit", "pool": "gap"},  # one pooling for all three: only the init differs
+        baseline={"init": "trunc_normal"},
+        budgets=budgets(
+            (1, 3, 8),
+            final_seeds=(0, 3),
+            smoke_arms={"data_fraction": (0.02,)},
+            cpu_arms={"data_fraction": (0.05,)},
+        ),
+    )
+
+
+# DHVT's pieces one at a time and together (Lu et al. 2022, Table 5's ablation on our ViT)
+DHVT_PIECES = {
+    "vit": {},
+    "sope": {"patch_embed": "sope"},
+    "daff": {"mlp": "daff"},
+    "head_tokens": {"head_tokens": True},
+    "dhvt": {"patch_embed": "sope", "mlp": "daff", "head_tokens": True},
+}
+
+
+@register_space
+def architecture() -> SearchSpace:
+    return SearchSpace(
+        name="architecture",
+        description="DHVT pieces on the ViT: SOPE, DAFF, head tokens, one at a time and together",
+        arms={"blocks": tuple(DHVT_PIECES)},
+        bundles={"blocks": DHVT_PIECES},
+        search=(LR, WEIGHT_DECAY),
+        fixed={"mode": "vit"},
+        baseline={"blocks": "vit"},
+        budgets=budgets((1, 3, 8), final_seeds=(0, 3), data_fraction=0.05),
     )

@@ -96,7 +96,7 @@ class StudyConfig:
     def _check_trainer_configs(self) -> None:
         """Every arm must give a valid TrainConfig before anything is written or started."""
         space = self.search_space
-        clash = sorted(set(self.overrides) & (set(space.arms) | {d.name for d in space.search}))
+        clash = sorted(set(self.overrides) & (space.arm_fields() | {d.name for d in space.search}))
         if clash:
             raise ConfigError(
                 f"--set {', '.join(clash)}: set by the space '{space.name}' itself (an arm factor "

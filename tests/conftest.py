@@ -118,3 +118,22 @@ def smoke_study(tmp_path_factory) -> dict:
         "name": SMOKE_STUDY_NAME,
         "dir": tmp,
     }
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module's trainings: reproducible, and fair to a shared machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def fmnist():
+    """The real Fashion-MNIST, loaded once per module."""
+    from trainers.datasets import load_dataset
+
+    return load_dataset("fashion_mnist")

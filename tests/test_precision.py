@@ -44,19 +44,35 @@ SMALL_MODEL = dict(
 LOSS_OPTIONS = ("hint_distance", "resample", "grad_align")  # every value of each, where used
 
 
+# The sibling methods' switches (trainers.methods) with each mode that takes them: the impulse and
+# mimetic inits change only weights, but gap pooling, SOPE, DAFF and head tokens change the graph
+METHOD_OPTIONS = [
+    ("vit", dict(init="impulse", pool="gap")),
+    ("vit", dict(init="mimetic")),
+    ("vit", dict(patch_embed="sope", mlp="daff", head_tokens=True)),
+    ("shared", dict(init="impulse", pool="gap")),
+    ("shared", dict(patch_embed="sope", head_tokens=True)),
+    ("joint", dict(mlp="daff", pool="gap")),
+]
+
+
 def _grid() -> list[tuple[str, dict]]:
     """(mode, options) for every registered mode and every combination of the loss options it
-    uses: a mode registered later is in the grid without editing this file."""
+    uses (a mode registered later is in the grid without editing this file), and the sibling
+    methods' switches."""
     cases = []
     for name, mode in MODES.items():
         used = [field for field in LOSS_OPTIONS if field in mode.fields]
         for values in itertools.product(*(field_choices(field) for field in used)):
             cases.append((name, dict(zip(used, values, strict=True))))
+    cases += METHOD_OPTIONS
     return cases
 
 
 CASES = [
-    pytest.param(mode, options, precision, id="-".join([mode, *options.values(), precision]))
+    pytest.param(
+        mode, options, precision, id="-".join([mode, *map(str, options.values()), precision])
+    )
     for (mode, options), precision in itertools.product(_grid(), PRECISIONS)
 ]
 
@@ -193,3 +209,43 @@ def test_a_dtype_error_fails_the_step_with_mode_and_op_in_one_line(monkeypatch):
     )
     assert is_dtype_error(RuntimeError("expected scalar type Float but found BFloat16"))
     assert not is_dtype_error(RuntimeError("CUDA out of memory"))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_the_dino_phase_runs_under_every_precision_with_an_fp32_loss(precision):
+    """The self-supervised phase uses the run's precision (CPU autocast here, fp16 with a
+    GradScaler); its loss is computed in fp32 outside autocast, and stays finite."""
+    from trainers.ssl import DinoLoss
+
+    torch.set_num_threads(1)
+    cfg = TrainConfig(
+        mode="vit", precision=precision, ssl_init="dino", ssl_epochs=1, ssl_local_crops=1,
+        **used_fields("vit", SMALL_MODEL),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vit = Run.create(cfg, 10, 3, 16, torch.device("cpu"), n_train=16).networks["vit"]
+    images = torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8)
+    seen = []
+    real_forward = DinoLoss.forward
+
+    def recording(self, student, teacher):
+        seen.extend(t.dtype for t in student + teacher)
+        with DtypeGuard() as loss_guard:
+            loss = real_forward(self, student, teacher)
+        assert loss.dtype == torch.float32 and loss_guard.violations == []
+        return loss
+
+    from trainers.methods import ssl_phase
+
+    original = DinoLoss.forward
+    DinoLoss.forward = recording
+    try:
+        out = ssl_phase(
+            cfg, vit, images, mean=(0.5,) * 3, std=(0.25,) * 3, img_size=16,
+            precision=precision,
+        )  # fmt: skip
+    finally:
+        DinoLoss.forward = original
+    assert torch.isfinite(torch.tensor(out["ssl_loss_last"]))
+    low = LOW.get(precision)
+    assert set(seen) == ({low} if low is not None else {torch.float32})

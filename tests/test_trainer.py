@@ -21,7 +21,6 @@ import torch
 import trainers.pcgrad as pcgrad
 import trainers.training as train_module
 from trainers.config import TrainConfig
-from trainers.datasets import load_dataset
 from trainers.errors import NonFiniteLoss
 from trainers.modes import MODES, SharedMode, build_mode
 from trainers.training import Run, prepare_data, train
@@ -50,17 +49,7 @@ REPORT_KEYS = {  # as documented; a mode registered later reports its own terms 
 SMALL = dict(data_fraction=0.005, batch_size=32, max_eval_images=300)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def fmnist():
-    return load_dataset("fashion_mnist")
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 @pytest.fixture(scope="module", params=list(MODES))

@@ -25,6 +25,12 @@ from trainers.modes import MODES, check_fields
 
 __all__ = ["TrainConfig", "MODEL_PRESETS", "strict_from_dict", "config_hash", "field_choices"]
 
+InitScheme = Literal["trunc_normal", "mimetic", "impulse"]  # trainers.init_schemes.INIT_SCHEMES
+Pool = Literal["cls", "gap"]  # trainers.vit.POOLS
+PatchEmbed = Literal["linear", "sope"]
+Mlp = Literal["linear", "daff"]
+SslInit = Literal["none", "dino"]
+
 # Model sizes. `tiny` keeps native resolution so a CPU trains several hundred images/s in shared
 # mode; `vit_s`/`vit_b` are the paper's CIFAR models (Sec. 4.1), by default at native 32 px with
 # patch 4 instead of the paper's 224 px / patch 16 upsampling (set img_size=224, patch_size=16).
@@ -130,6 +136,27 @@ class TrainConfig:
     eval_batch_size: int = 512  # evaluation has no graph to keep; larger batches are cheaper
     max_eval_images: int | None = None  # cap val/test images for quick looks; None: all
 
+    # --- sibling methods (README "Sibling methods"; trainers.init_schemes, .dhvt, .ssl) ----------
+    init: InitScheme = "trunc_normal"  # timm's ViT init | mimetic (Trockman & Kolter 2023) |
+    #                                    impulse (Zheng et al. 2024: attention starts as a conv)
+    impulse_window: int = 3  # f of the f x f window the impulse offsets come from: 3 or 5
+    pool: Pool = "cls"  # class token (the paper's ViT) | gap: average of the patch tokens, no class
+    #                     token (what the impulse init is defined for)
+    patch_embed: PatchEmbed = "linear"  # timm's patch conv | sope: DHVT's stride-2 conv stack
+    mlp: Mlp = "linear"  # timm's MLP | daff: DHVT's MLP with a depthwise 3x3 conv on the grid
+    head_tokens: bool = False  # DHVT: one extra token per head (channel groups) into the attention
+    ssl_init: SslInit = "none"  # dino: self-distillation on the training split first (Gani et al.)
+    ssl_epochs: int = 10  # the DINO phase's epochs; Gani et al.: 200 (then 100 supervised)
+    ssl_lr: float = 5e-4  # DINO's base lr (5e-4 at batch 256); AdamW, cosine to min_lr
+    ssl_local_crops: int = 4  # DINO: 2 global + several local views; each costs one forward
+    ssl_global_scale: tuple[float, ...] = (0.4, 1.0)  # area range of the 2 global crops (DINO)
+    ssl_local_scale: tuple[float, ...] = (0.05, 0.4)  # area range of the local crops (DINO)
+    ssl_teacher_temp: float = 0.02  # teacher sharpening (student 0.1). DINO: 0.04; in phases of
+    #                                 ~10^2 steps 0.04 let centring flatten the teacher (loss flat
+    #                                 at ~6.2 of log 1024 = 6.9), 0.02 did not (3.2 -> 1.6)
+    ssl_momentum: float = 0.99  # teacher EMA, rising to 1 by cosine. DINO: 0.996 over ~10^5
+    #                             steps; a phase here is 10^2-10^3 steps, so a shorter horizon
+
     def __post_init__(self) -> None:
         preset = MODEL_PRESETS.get(self.preset)
         if preset is None:
@@ -202,6 +229,7 @@ class TrainConfig:
             raise ConfigError(
                 f"patch_size {self.patch_size} does not divide img_size {self.img_size}"
             )
+        self._check_methods()
         if self.hint_layers is not None:
             bad = [i for i in self.hint_layers if not 0 <= i < self.depth]
             if bad or not self.hint_layers:
@@ -209,6 +237,54 @@ class TrainConfig:
                     f"hint_layers must be block indices in [0, {self.depth}), got "
                     f"{list(self.hint_layers)}"
                 )
+
+    def _check_methods(self) -> None:
+        """Combinations of the sibling methods' switches that cannot work, one line each (a mode
+        without a ViT rejects them all through the modes' `fields`)."""
+        if self.init == "impulse" and self.pool != "gap":
+            raise ConfigError(
+                "init=impulse needs pool=gap: the impulse maps are defined on patch tokens, and a "
+                "class token would take a share of every head's attention (Zheng et al. use GAP)"
+            )
+        if self.init == "impulse" and self.patch_embed == "sope":
+            raise ConfigError(
+                "init=impulse solves Q and K from the position embeddings, and patch_embed=sope "
+                "has none (its convolutions carry position)"
+            )
+        if self.impulse_window not in (3, 5):
+            raise ConfigError(f"impulse_window must be 3 or 5, got {self.impulse_window}")
+        if self.head_tokens and self.pool != "cls":
+            raise ConfigError("head_tokens needs pool=cls: DHVT's head tokens feed the class token")
+        if self.mode == "shared" and self.mlp == "daff":
+            raise ConfigError(
+                "mode=shared cannot use mlp=daff: the agent's MLP is two 1x1 convolutions on the "
+                "ViT's fc1/fc2, and DAFF's depthwise conv, BatchNorms and class-token channel "
+                "attention would not be shared, so the agent would no longer be the ViT's MLP "
+                "(mode=joint, whose agent has its own weights, can)"
+            )
+        if self.patch_embed == "sope" and (
+            self.patch_size < 2 or self.patch_size & (self.patch_size - 1)
+        ):
+            raise ConfigError(
+                f"patch_embed=sope builds the patch from stride-2 convolutions: patch_size must "
+                f"be a power of two >= 2, got {self.patch_size}"
+            )
+        if self.ssl_epochs < 1 or self.ssl_local_crops < 0:
+            raise ConfigError(
+                f"ssl_epochs must be >= 1 and ssl_local_crops >= 0, got {self.ssl_epochs}, "
+                f"{self.ssl_local_crops}"
+            )
+        for name in ("ssl_global_scale", "ssl_local_scale"):
+            scale = getattr(self, name)
+            if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
+                raise ConfigError(
+                    f"{name} must be [low, high] with 0 < low <= high <= 1, got {list(scale)}"
+                )
+        if self.ssl_lr <= 0 or self.ssl_teacher_temp <= 0 or not 0.0 <= self.ssl_momentum < 1.0:
+            raise ConfigError(
+                "ssl_lr and ssl_teacher_temp must be > 0 and ssl_momentum in [0, 1), got "
+                f"{self.ssl_lr}, {self.ssl_teacher_temp}, {self.ssl_momentum}"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -220,6 +296,8 @@ class TrainConfig:
         out = dataclasses.asdict(self)
         if out["hint_layers"] is not None:
             out["hint_layers"] = list(out["hint_layers"])
+        for name in ("ssl_global_scale", "ssl_local_scale"):
+            out[name] = list(out[name])
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:

@@ -60,7 +60,27 @@ __all__ = [
 ]
 
 # Field groups the built-in modes claim (a mode states the union of those it reads).
-VIT_FIELDS = frozenset({"drop_rate", "attn_drop_rate", "drop_path_rate"})  # the ViT's dropouts
+VIT_FIELDS = frozenset(  # the ViT's dropouts and the sibling methods' switches (trainers.methods)
+    {
+        "drop_rate",
+        "attn_drop_rate",
+        "drop_path_rate",
+        "init",
+        "impulse_window",
+        "pool",
+        "patch_embed",
+        "mlp",
+        "head_tokens",
+        "ssl_init",
+        "ssl_epochs",
+        "ssl_lr",
+        "ssl_local_crops",
+        "ssl_global_scale",
+        "ssl_local_scale",
+        "ssl_teacher_temp",
+        "ssl_momentum",
+    }
+)
 AGENT_FIELDS = frozenset({"agent_design", "agent_stem", "agent_norm"})  # the agent CNN's layout
 PAIR_FIELDS = frozenset(  # the losses coupling a ViT and an agent
     {
@@ -216,21 +236,10 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> to
 
 
 def vit_from_config(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    from trainers.vit import build_vit
+    """The run's ViT: timm's, with the pooling, DHVT parts and attention init of `cfg`."""
+    from trainers.methods import build_method_vit
 
-    return build_vit(
-        img_size=img_size,
-        patch_size=cfg.patch_size,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        drop_rate=cfg.drop_rate,
-        attn_drop_rate=cfg.attn_drop_rate,
-        drop_path_rate=cfg.drop_path_rate,
-    )
+    return build_method_vit(cfg, num_classes, in_chans, img_size)
 
 
 def _agent_options(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:

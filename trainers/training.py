@@ -28,6 +28,7 @@ from trainers.augment import BatchAugmenter, batch_indices
 from trainers.config import TrainConfig
 from trainers.datasets import ImageData, load_dataset
 from trainers.errors import ConfigError, NonFiniteLoss, PrecisionError
+from trainers.methods import ssl_phase
 from trainers.modes import Mode, build_mode
 from trainers.precision import DtypeGuard, autocast, grad_scaler, is_dtype_error, resolve_precision
 from trainers.splits import class_balanced_indices, train_val_split
@@ -113,7 +114,8 @@ def train(
         config: the resolved `TrainConfig`.
         report: called after every epoch with `epoch` (1-based), `train_loss`, each loss term,
             `val_acc` (the ViT's; the agent's in `agent` mode), `val_acc_agent`, `lr`,
-            `hint_weight`, `epoch_seconds`, `images_per_second`.
+            `hint_weight`, `epoch_seconds`, `images_per_second`; with `ssl_init` also the
+            self-supervised phase's `ssl_epochs`, `ssl_seconds`, `ssl_loss_first`, `ssl_loss_last`.
         data: an already loaded dataset (the orchestrator shares one copy between trials).
         checkpoint: called after every epoch with a state dict that `resume_state` accepts
             (a snapshot: safe to keep in memory as it is).
@@ -135,6 +137,19 @@ def train(
     ds = prepared.data
     img_size = config.img_size or ds.image_size
     run = Run.create(config, ds.num_classes, ds.channels, img_size, device, len(prepared.train_x))
+    ssl = {}  # the self-supervised phase's cost, reported apart (ASHA counts supervised epochs)
+    if resume_state is not None:
+        ssl = resume_state.get("ssl", {})
+    elif config.ssl_init != "none":  # before any optimizer step: AdamW starts from its weights
+        ssl = ssl_phase(
+            config,
+            run.networks.get("vit"),
+            prepared.train_x,
+            mean=ds.mean,
+            std=ds.std,
+            img_size=img_size,
+            precision=run.precision,
+        )
     augment = BatchAugmenter(ds.mean, ds.std, ds.pad, ds.flip, img_size, device)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     start_epoch, best_val = 0, -1.0
@@ -147,9 +162,11 @@ def train(
         metrics = train_one_epoch(run, prepared, augment, generator, epoch)
         metrics.update(evaluate(run, prepared.val_x, prepared.val_y, augment, "val"))
         best_val = max(best_val, metrics["val_acc"])
+        metrics.update(ssl)
         report(metrics)
         if checkpoint is not None:
-            checkpoint({**run.state(epoch + 1, best_val), "generator": generator.get_state()})
+            state = run.state(epoch + 1, best_val)
+            checkpoint({**state, "generator": generator.get_state(), "ssl": dict(ssl)})
 
     test = evaluate(run, prepared.test_x, prepared.test_y, augment, "test")
     return {

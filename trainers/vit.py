@@ -13,12 +13,17 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from trainers.errors import ConfigError
 
-__all__ = ["build_vit", "vit_forward_features"]
+__all__ = ["POOLS", "build_vit", "vit_forward_features"]
+
+POOLS = ("cls", "gap")  # class token (the paper's ViT) | global average pooling, no class token
 
 
 def build_vit(
@@ -34,12 +39,20 @@ def build_vit(
     drop_rate: float,
     attn_drop_rate: float,
     drop_path_rate: float,
+    pool: str = "cls",
+    pos_embed: str = "learn",
+    embed_layer: Callable[..., nn.Module] | None = None,
+    mlp_layer: Callable[..., nn.Module] | None = None,
+    attn_layer: Callable[..., nn.Module] | None = None,
 ) -> VisionTransformer:
-    """A timm ViT with a class token, a learnable position embedding and pre-norm blocks.
+    """A timm ViT: class token (or global average pooling), learnable position embedding, pre-norm.
 
     `drop_rate` has the meaning it had in timm <= 0.6 and in the paper's code ("dropout 0.1"):
     dropout after the position embedding, after the attention projection and inside the MLP.
     timm >= 0.9 split it into pos/proj/head rates; the classifier head gets no dropout here.
+    `pool`: `cls` classifies from a class token (the paper's ViT); `gap` has no class token and
+    averages the patch tokens (what the impulse init needs). `embed_layer`, `mlp_layer` and
+    `attn_layer` swap timm's parts for others with their constructor signature (trainers.dhvt).
     Raises ConfigError for shapes timm would reject with an assert or silently truncate.
     """
     for name, value in (
@@ -66,24 +79,36 @@ def build_vit(
     ):
         if not 0.0 <= rate < 1.0:
             raise ConfigError(f"vit: {name} must be in [0, 1), got {rate}")
+    if pool not in POOLS:
+        raise ConfigError(f"vit: pool must be one of {', '.join(POOLS)}, got {pool!r}")
+    parts = {
+        name: layer
+        for name, layer in (
+            ("embed_layer", embed_layer),
+            ("mlp_layer", mlp_layer),
+            ("attn_layer", attn_layer),
+        )
+        if layer is not None
+    }
     return VisionTransformer(
         img_size=img_size,
         patch_size=patch_size,
         in_chans=in_chans,
         num_classes=num_classes,
-        global_pool="token",  # classify from the class token, as the paper's ViT
+        global_pool="token" if pool == "cls" else "avg",
         embed_dim=embed_dim,
         depth=depth,
         num_heads=num_heads,
         mlp_ratio=mlp_ratio,
         qkv_bias=True,
-        class_token=True,
-        pos_embed="learn",
+        class_token=pool == "cls",
+        pos_embed=pos_embed,  # "none" with SOPE, which carries position itself
         pos_drop_rate=drop_rate,
         proj_drop_rate=drop_rate,
         drop_rate=0.0,  # head dropout: not in the paper's ViT
         attn_drop_rate=attn_drop_rate,
         drop_path_rate=drop_path_rate,
+        **parts,
     )
 
 
