@@ -37,6 +37,7 @@ METRIC_NAMES = [
 ]  # fmt: skip
 _MODE_GAIN = {"vit": 0.0, "agent": 0.04, "shared": 0.06, "joint": 0.065}  # paper: agents help most
 _MODE_COST = {"vit": 1.0, "agent": 1.3, "shared": 1.6, "joint": 2.1}  # seconds per epoch, relative
+_OTHER_GAIN, _OTHER_COST = 0.05, 1.5  # any other registered mode: between vit and the agents
 _STUDY_START = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 _GRACE, _REDUCTION_FACTOR = 1, 3  # the synthetic ASHA's
 
@@ -233,8 +234,8 @@ def _curves(rng, mode: str, quality: float, epochs: int, metrics: int) -> dict[s
         "loss_cls_agent": loss * 0.5,
         "lr": 1e-3 * 0.5 * (1 + np.cos(np.pi * (e - 1) / epochs)),
         "hint_weight": 5.0 * (1 - (e - 1) / epochs),
-        "epoch_seconds": 30 * _MODE_COST[mode] + rng.normal(0, 0.5, epochs),
-        "images_per_second": 2000 / _MODE_COST[mode] + rng.normal(0, 5, epochs),
+        "epoch_seconds": 30 * _MODE_COST.get(mode, _OTHER_COST) + rng.normal(0, 0.5, epochs),
+        "images_per_second": 2000 / _MODE_COST.get(mode, _OTHER_COST) + rng.normal(0, 5, epochs),
         "loss_kd": loss * 0.1,
         "loss_hint": loss * 0.05,
         "grad_norm": 1 + rng.normal(0, 0.05, epochs),
@@ -284,7 +285,7 @@ def make_synthetic_study(
         drawn = _RandomTrial(rng)
         params = search_space.sample(drawn)
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
-        quality = 0.62 + 0.28 * fraction**0.35 + _MODE_GAIN[mode] * (2 - fraction)
+        quality = 0.62 + 0.28 * fraction**0.35 + _MODE_GAIN.get(mode, _OTHER_GAIN) * (2 - fraction)
         quality -= _penalty(drawn, categorical)
         quality = float(np.clip(quality + rng.normal(0, 0.01), 0.05, 0.99))
         curves = _curves(rng, mode, quality, epochs, metrics)
@@ -315,6 +316,7 @@ def make_synthetic_study(
             best[a] = (quality, params)
     for a, (quality, params) in sorted(best.items()):
         mode = arms[a].factors.get("mode", fixed_mode)
+        cost = _MODE_COST.get(mode, _OTHER_COST)
         for s in range(1, final_seeds + 1):
             q = float(np.clip(quality - 0.01 + rng.normal(0, 0.006), 0.05, 0.99))
             curves = _curves(rng, mode, q, epochs, metrics)
@@ -325,7 +327,7 @@ def make_synthetic_study(
                     "status": TrialStatus.COMPLETE, "params": params, "seed": s,
                     "final_val_acc": float(curves["val_acc"][-1]), "test_acc": test,
                     "test_acc_agent": None if mode == "vit" else test + 0.01,
-                    "trial_seconds": float(epochs * 30 * _MODE_COST[mode]), "curves": curves,
+                    "trial_seconds": float(epochs * 30 * cost), "curves": curves,
                 }
             )  # fmt: skip
     config = {

@@ -26,6 +26,7 @@ from reports.stats import (
     t_interval,
 )
 from reports.synthetic import make_synthetic_study, write_study
+from search_spaces import list_spaces
 from study.plan import asha_rungs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,7 +233,7 @@ def test_each_section_builder_works_alone_on_the_loaded_study(hand_report):
 
 
 # --- synthetic studies ---------------------------------------------------------------------------
-@pytest.mark.parametrize("space", ["data_fraction", "loss_weights", "agent_design", "optimizer"])
+@pytest.mark.parametrize("space", list_spaces())  # a new space is tested without editing this
 def test_every_space_builds_a_full_report(tmp_path, space):
     url = f"sqlite:///{tmp_path / 's.db'}"
     make_synthetic_study(url, f"syn-{space}", n_trials=60, epochs=9, space=space, seed=1)
