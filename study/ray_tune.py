@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -561,7 +562,20 @@ def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = 
         ray.init(num_cpus=num_cpus, **kwargs)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    return ray.shutdown
+    if address:
+        return ray.shutdown
+    # A local Ray writes a new session directory (logs, sockets) under /tmp/ray on every start
+    # and never removes it. Trials' errors are in the store and Tune's files under runs/ray, so
+    # the session of a Ray we started goes with it.
+    node = getattr(ray._private.worker, "_global_node", None)
+    session = Path(node.get_session_dir_path()) if node is not None else None
+
+    def shutdown() -> None:
+        ray.shutdown()
+        if session is not None and session.name.startswith("session_"):
+            shutil.rmtree(session, ignore_errors=True)
+
+    return shutdown
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

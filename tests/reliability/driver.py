@@ -23,16 +23,16 @@ from trainers.cli import run_cli  # noqa: E402
 
 
 def raising_trainer(config, report, data=None, seconds_per_epoch=0.0):
-    """lr above 3e-3 raises in epoch 2 (a bug in one corner of the space); others learn."""
-    if config.lr > 3e-3:
+    """lr above 1e-3 raises in epoch 2 (a bug in one corner of the space); others learn."""
+    if config.lr > 1e-3:
         report({"epoch": 1, "val_acc": 0.1, "train_loss": 2.3})
         raise RuntimeError("a trial that raises")
     return curve_trainer(config, report, data, seconds_per_epoch)
 
 
 def nan_trainer(config, report, data=None, seconds_per_epoch=0.0):
-    """lr above 3e-3 diverges: the loss and val_acc of epoch 2 are NaN, then it raises."""
-    if config.lr > 3e-3:
+    """lr above 1e-3 diverges: the loss and val_acc of epoch 2 are NaN, then it raises."""
+    if config.lr > 1e-3:
         report({"epoch": 1, "val_acc": 0.1, "train_loss": 2.3})
         report({"epoch": 2, "val_acc": math.nan, "train_loss": math.nan})
         from trainers.errors import NonFiniteLoss
@@ -42,8 +42,8 @@ def nan_trainer(config, report, data=None, seconds_per_epoch=0.0):
 
 
 def hanging_trainer(config, report, data=None, seconds_per_epoch=0.0):
-    """lr above 3e-3 hangs in epoch 2 (a deadlock): only --trial-timeout ends it."""
-    if config.lr > 3e-3:
+    """lr above 1e-3 hangs in epoch 2 (a deadlock)."""
+    if config.lr > 1e-3:
         report({"epoch": 1, "val_acc": curve_value(config, 1), "train_loss": 2.3})
         time.sleep(3600)
     return curve_trainer(config, report, data, seconds_per_epoch)
