@@ -35,16 +35,31 @@ DRIVER = REPO / "tests" / "reliability" / "driver.py"
 
 # name, when to strike (a predicate on the trials frame), the signal, extra driver options
 KILLS = [
-    ("SIGKILL before the first trial ends", lambda t: _n(t, "RUNNING") and not _n(t, "COMPLETE"),
-     signal.SIGKILL, ()),
-    ("SIGKILL mid-search", lambda t: _n(t, "COMPLETE") >= 2 and _n(t, "RUNNING"),
-     signal.SIGKILL, ()),
-    ("SIGKILL during the final seeds", lambda t: _n(t[t["phase"] == "final"], "RUNNING"),
-     signal.SIGKILL, ("--final-seeds", "2")),
-    ("SIGINT mid-search", lambda t: _n(t, "COMPLETE") >= 2 and _n(t, "RUNNING"),
-     signal.SIGINT, ()),
-    ("SIGTERM mid-search", lambda t: _n(t, "COMPLETE") >= 2 and _n(t, "RUNNING"),
-     signal.SIGTERM, ()),
+    (
+        "SIGKILL before the first trial ends",
+        lambda t: _n(t, "RUNNING") and not _n(t, "COMPLETE"),
+        signal.SIGKILL,
+        (),
+    ),
+    (
+        "SIGKILL mid-search",
+        lambda t: _n(t, "COMPLETE") >= 2 and _n(t, "RUNNING"),
+        signal.SIGKILL,
+        (),
+    ),
+    (
+        "SIGKILL during the final seeds",
+        lambda t: _n(t[t["phase"] == "final"], "RUNNING"),
+        signal.SIGKILL,
+        ("--final-seeds", "2"),
+    ),
+    ("SIGINT mid-search", lambda t: _n(t, "COMPLETE") >= 2 and _n(t, "RUNNING"), signal.SIGINT, ()),
+    (
+        "SIGTERM mid-search",
+        lambda t: _n(t, "COMPLETE") >= 2 and _n(t, "RUNNING"),
+        signal.SIGTERM,
+        (),
+    ),
 ]
 FAULTS = [("a trial that raises", "raising"), ("a NaN loss", "nan")]
 BAD_INPUTS = [
@@ -141,6 +156,8 @@ def main() -> None:
     started = time.monotonic()
     for i, (what, when, signum, extra) in enumerate(KILLS):
         name = f"chaos-kill-{i}"
+        # Its own seed: identical configs of earlier scenarios would be REUSED, not run.
+        extra = (*extra, "--extra", f"seed={i + 1}")
         struck, before = _strike(storage, tmp, name, when, signum, extra)
         code = _finish(storage, tmp, name, *extra)
         with Store(storage) as store:
@@ -156,9 +173,9 @@ def main() -> None:
               flush=True)  # fmt: skip
     for i, (what, trainer) in enumerate(FAULTS):
         name = f"chaos-fault-{i}"
-        code = _driver(storage, tmp, name, "--trainer", trainer, "--seconds-per-epoch", "0").wait(
-            timeout=600
-        )
+        seed = ("--extra", f"seed={100 + i}", "--trials", "4", "--modes", "vit")
+        proc = _driver(storage, tmp, name, "--trainer", trainer, "--seconds-per-epoch", "0", *seed)
+        code = proc.wait(timeout=600)
         trials = _trials(storage, name)
         failed = trials[trials["status"] == "FAILED"]
         audit = audit_study(storage, name)
