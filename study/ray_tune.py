@@ -551,6 +551,26 @@ def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = 
         logging_level=logging.ERROR,
         configure_logging=True,
     )
+    # Ray records the driver's command line as the job's entrypoint (its dashboard and `ray list
+    # jobs` show it): record it with any storage password masked.
+    utils = ray._private.utils
+    entrypoint = getattr(utils, "get_entrypoint_name", None)
+    if entrypoint is not None:
+        utils.get_entrypoint_name = _masked_entrypoint
+    try:
+        return _init(address, num_cpus, kwargs)
+    finally:
+        if entrypoint is not None:
+            utils.get_entrypoint_name = entrypoint
+
+
+def _masked_entrypoint() -> str:
+    from study.engine import mask_password  # the driver only: workers never import SQLAlchemy
+
+    return " ".join(mask_password(w) if "://" in w else w for w in sys.argv)
+
+
+def _init(address: str | None, num_cpus: int | None, kwargs: dict[str, Any]):
     if address:
         _check_reachable(address)
         try:
