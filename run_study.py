@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from search_spaces import SPACES, get_space, list_spaces
+from search_spaces.designs import DESIGNS
+from study.base import load_base
 from study.plan import DEFAULT_STORAGE, StudyConfig, resolve_preset
 from trainers.cli import ArgParser, parse_value, program, run_cli
 from trainers.errors import ConfigError
@@ -92,6 +94,20 @@ def build_parser() -> ArgParser:
         help="arm factor values replacing the preset's, e.g. --arm data_fraction=0.1,1",
     )
     p.add_argument(
+        "--design",
+        choices=DESIGNS,
+        default=None,
+        help="which arms: factorial (every combination of the factors, the default) or ofat "
+        "(one factor at a time from --base); designed spaces (scale, paper_table4) list theirs",
+    )
+    p.add_argument(
+        "--base",
+        metavar="CONFIG_OR_TRIAL",
+        help="the configuration every arm starts from: a JSON file or inline JSON of TrainConfig "
+        "values (or the JSON line of python -m trainers), or a stored trial as STUDY:NUMBER; "
+        "the base fixes what the space would search, so arms run only their final seeds",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue a study whose driver died; completed trials are kept",
@@ -150,6 +166,8 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
         results_dir=args.results_dir,
         overrides=_pairs(args.overrides, "--set", as_list=False),
         arm_values=_pairs(args.arm_values, "--arm", as_list=True),
+        design=args.design,
+        base=load_base(args.base, args.storage) if args.base else None,
     )
     from study.engine import normalize_url  # SQLAlchemy: only once the options parsed
 
@@ -178,7 +196,7 @@ def print_plan(config: StudyConfig, out=sys.stdout) -> None:
     print(f"arms ({len(arms)}):", file=out)
     for arm in arms:
         print(f"    {arm.name}", file=out)
-    print("search (per arm, Optuna TPE):", file=out)
+    print("search (per arm, Optuna TPE):" if space.search else "search: none", file=out)
     for d in space.search:
         when = " (conditional)" if d.when else ""
         rng = (
@@ -187,12 +205,25 @@ def print_plan(config: StudyConfig, out=sys.stdout) -> None:
             else "{" + ", ".join(map(str, d.choices)) + "}"
         )
         print(f"    {d.name}: {rng}{when}", file=out)
-    example = space.trial_config(config.preset, arms[0], {}, config.trainer_base())
+    example = space.trial_config(
+        config.preset, arms[0], {}, config.trainer_base(), config.trial_overrides(arms[0])
+    )
     print(
         f"model: preset {example.preset}, dim {example.embed_dim}, depth {example.depth}, "
         f"heads {example.num_heads}, patch {example.patch_size}",
         file=out,
     )
+    caveat = space.budget(config.preset).caveat
+    if caveat:
+        print(f"caveat: {caveat}", file=out)
+    if config.searchless:
+        print(
+            f"design: {config.design or ('its own arms' if space.cells else 'factorial')}, "
+            f"nothing searched; each arm runs "
+            f"{config.final_seeds} paired seed(s) for {config.epochs} epochs",
+            file=out,
+        )
+        return
     total = len(arms) * config.trials_per_arm
     print(
         f"budget: {config.trials_per_arm} trials/arm = {total} trials, up to {config.epochs} "

@@ -33,6 +33,8 @@ __all__ = [
     "parallel_coordinates",
     "slices",
     "cost_bars",
+    "difference_heatmap",
+    "main_effects",
 ]
 
 # Okabe-Ito (colour-blind safe) first, then Tableau for studies with many arms.
@@ -330,3 +332,65 @@ def cost_bars(trials: pd.DataFrame) -> go.Figure:
         )  # fmt: skip
     fig.update_yaxes(title="trial-hours")
     return fig
+
+
+def difference_heatmap(
+    diffs: pd.DataFrame, row: str, column: str, title: str, row_order: Sequence | None = None
+) -> go.Figure:
+    """Paired difference (points) per cell, diverging colours centred on 0; each cell's text
+    gives the difference, its 95% CI and n. diffs: `effects.paired_differences` rows."""
+    rows = list(row_order or sorted(diffs[row].unique(), key=str))
+    rows = [r for r in rows if r in set(diffs[row])]
+    cols = sorted(diffs[column].unique())
+    z = np.full((len(rows), len(cols)), np.nan, dtype=np.float32)
+    text = [["" for _ in cols] for _ in rows]
+    for _, d in diffs.iterrows():
+        i, j = rows.index(d[row]), cols.index(d[column])
+        z[i, j] = d["diff"] * 100
+        ci = (
+            f"[{d['lo'] * 100:+.1f}, {d['hi'] * 100:+.1f}]" if d["lo"] == d["lo"] else "no interval"
+        )
+        text[i][j] = f"{d['diff'] * 100:+.1f}<br>{ci}<br>n={int(d['n'])}"
+    span = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    fig = _figure(title, height=140 + 90 * len(rows))
+    fig.add_trace(
+        go.Heatmap(
+            z=z, x=[esc(_label(c, column)) for c in cols], y=[esc(str(r)) for r in rows],
+            text=[[esc(t).replace("&lt;br&gt;", "<br>") for t in r] for r in text],
+            texttemplate="%{text}", colorscale="RdBu", zmid=0, zmin=-span, zmax=span,
+            colorbar=dict(title="points"), hovertemplate="%{y}, %{x}: %{text}<extra></extra>",
+        )
+    )  # fmt: skip
+    fig.update_xaxes(title=esc(column), type="category")
+    fig.update_yaxes(title=esc(row), type="category")
+    return fig
+
+
+def main_effects(effects: pd.DataFrame, y_label: str) -> go.Figure:
+    """One panel per factor: the mean result at each of its values with a 95% interval bar."""
+    factors = list(dict.fromkeys(effects["factor"]))
+    fig = make_subplots(rows=1, cols=len(factors), shared_yaxes=True,
+                        subplot_titles=[esc(str(f)) for f in factors])  # fmt: skip
+    for k, factor in enumerate(factors, start=1):
+        g = effects[effects["factor"] == factor]
+        err = np.where(g["lo"].notna(), (g["hi"] - g["mean"]) * 100, 0.0)
+        fig.add_trace(
+            go.Scatter(
+                x=[esc(_label(v, factor)) for v in g["value"]], y=_pct(g["mean"]),
+                mode="lines+markers",
+                error_y=dict(type="data", array=_f32(err), visible=True), showlegend=False,
+                line=dict(color=PALETTE[0]), customdata=np.c_[g["n"].to_numpy(np.float32)],
+                hovertemplate="%{x}: %{y:.1f}% (n=%{customdata[0]})<extra></extra>",
+            ),
+            row=1, col=k,
+        )  # fmt: skip
+        fig.update_xaxes(type="category", row=1, col=k)
+    fig.update_layout(template=TEMPLATE, height=380, title=dict(text="Main effects", x=0.01))
+    fig.update_yaxes(title=y_label, row=1, col=1)
+    return fig
+
+
+def _label(value, factor: str) -> str:
+    if factor == "data_fraction" and isinstance(value, float):
+        return f"{100 * value:g}%"
+    return str(value)

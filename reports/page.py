@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 import plotly.offline
 
 from reports.load import LoadedStudy
-from reports.sections import SECTIONS, Section, SectionBuilder
+from reports.sections import SECTIONS, Section, SectionBuilder, caveat
 
 __all__ = ["Report", "build_page", "render"]
 
@@ -26,6 +26,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#2
 background:#fafafa}
 header{background:#1f2d3d;color:#fff;padding:18px 32px}
 header h1{margin:0 0 6px;font-size:1.5em;word-break:break-all}
+header p.caveat{background:#fff3cd;color:#5c4400;padding:6px 10px;border-radius:4px;margin:6px 0}
 header nav a{color:#cfe3ff;margin-right:14px;text-decoration:none;font-size:.92em}
 main{max-width:1280px;margin:0 auto;padding:8px 32px 48px}
 section{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:14px 20px;margin:18px 0}
@@ -61,11 +62,13 @@ class Report:
 
 def build_page(study: LoadedStudy, sections: Iterable[SectionBuilder] = SECTIONS) -> Report:
     """The report of one loaded study: each builder's section, in order (`reports.build_report`)."""
-    return render(study.record.name, [build(study) for build in sections])
+    built = [x for x in (build(study) for build in sections) if x is not None]
+    return render(study.record.name, built, caveat(study.record))
 
 
-def render(name: str, sections: list[Section]) -> Report:
-    """One HTML page from built sections, figures numbered in page order."""
+def render(name: str, sections: list[Section], caveat: str = "") -> Report:
+    """One HTML page from built sections, figures numbered in page order. `caveat`: what the
+    study's preset is known not to show, in the header and at the top of every export."""
     figures = _Figures()
     nav = "".join(f'<a href="#{x.id}">{esc(x.title)}</a>' for x in sections)
     content = "".join(
@@ -78,10 +81,18 @@ def render(name: str, sections: list[Section]) -> Report:
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>bootstudy report: {esc(name)}</title><style>{_CSS}</style>"
         f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head><body>'
-        f"<header><h1>bootstudy report: {esc(name)}</h1><nav>{nav}</nav></header>"
+        f"<header><h1>bootstudy report: {esc(name)}</h1>"
+        + (f'<p class="caveat">Caveat: {esc(caveat)}</p>' if caveat else "")
+        + f"<nav>{nav}</nav></header>"
         f"<main>{content}</main></body></html>\n"
     )
-    exports = {suffix: text for x in sections for suffix, text in x.exports.items()}
+    exports: dict[str, str] = {}
+    for x in sections:  # sections exporting the same format are written one after the other
+        for suffix, text in x.exports.items():
+            exports[suffix] = f"{exports[suffix]}\n\n{text}" if suffix in exports else text
+    if caveat:
+        note = {".md": f"**Caveat:** {caveat}\n\n", ".tex": f"% Caveat: {caveat}\n"}
+        exports = {k: note.get(k, "") + v for k, v in exports.items()}
     return Report(page, exports, {x.id: x.caption for x in sections})
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from reports import figures, stats, tables
+from reports import designed, figures, stats, tables
 from reports.load import LoadedStudy
-from reports.main_views import MAIN_VIEWS, compact, duration, percent, summary_frame
+from reports.main_views import MAIN_VIEWS, compact, duration, percent, source_label, summary_frame
 from study.status import HAS_RESULT, TRAINED, Phase, TrialStatus
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "learning_curves",
     "search_diagnostics",
     "results",
+    "effects",
+    "caveat",
     "cost",
     "provenance",
 ]
@@ -56,7 +58,7 @@ class Section:
     exports: dict[str, str] = field(default_factory=dict)  # suffix -> text written beside the page
 
 
-SectionBuilder = Callable[[LoadedStudy], Section]
+SectionBuilder = Callable[[LoadedStudy], Section | None]  # None: nothing to show for this study
 
 
 def _when(t) -> str:
@@ -273,6 +275,29 @@ def results(s: LoadedStudy) -> Section:
     return Section("tables", "5. Results against the baseline", caption, (body,), exports)
 
 
+# --- 5a. effects of a designed study: paired differences, main effects -------------------------
+def effects(s: LoadedStudy) -> Section | None:
+    """None (no section) when the study has no shared/vit contrast and no factor with 2 values."""
+    label = source_label(set(s.sources.values()))
+    y = "test accuracy (%)" if label.startswith("test accuracy of") else "accuracy (%)"
+    built = designed.effects_section(s.results, s.arms, y)
+    if built is None:
+        return None
+    caption, parts, md = built
+    title = "5a. Effects, paired by seed"
+    return Section("effects", title, f"{caption[:-1]}; {label}.", parts, {".md": md} if md else {})
+
+
+def caveat(record) -> str:
+    """What the study's preset is known not to show (its budget's `caveat`), for the page header
+    and the exported tables: e.g. a CPU budget too small for the paper's direction."""
+    from search_spaces import SPACES
+
+    space = SPACES.get(record.space)
+    budget = space.budgets.get(record.preset) if space is not None else None
+    return budget.caveat if budget is not None else ""
+
+
 # --- 6. cost --------------------------------------------------------------------------------------
 def cost(s: LoadedStudy) -> Section:
     t = s.trials
@@ -338,6 +363,7 @@ SECTIONS: tuple[SectionBuilder, ...] = (
     learning_curves,
     search_diagnostics,
     results,
+    effects,
     cost,
     provenance,
 )

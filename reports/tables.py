@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+from reports.effects import few_seeds_note
 from reports.stats import Comparison, Summary, format_interval
 
 __all__ = [
@@ -23,8 +24,8 @@ __all__ = [
 ]
 
 RESULT_HEADER = [
-    "arm", "source", "n", "mean ± std (%)", "95% CI (%)", "baseline", "Δ (points)", "p", "test",
-    "p (Holm)",
+    "arm", "source", "n", "mean ± 95% CI (%)", "95% CI (%)", "std (%)", "baseline", "Δ (points)",
+    "p", "test", "p (Holm)", "replicates",
 ]  # fmt: skip
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -43,20 +44,22 @@ def format_p(p: float | None) -> str:
 def result_rows(
     summaries: dict[str, Summary], sources: dict[str, str], comparisons: Sequence[Comparison]
 ) -> list[list[str]]:
-    """One row per arm: n, mean ± std, CI, and the comparison with its baseline if it has one."""
+    """One row per arm: n, mean ± the 95% CI's half-width, the CI, std, the comparison with its
+    baseline if it has one, and in words whether the arm has too few seeds to claim an effect."""
     by_arm = {c.arm: c for c in comparisons}
     rows = []
     for arm, s in summaries.items():
-        spread = f"{s.mean * 100:.1f} ± {s.std * 100:.1f}" if s.std is not None else (
-            f"{s.mean * 100:.1f}")  # fmt: skip
+        half = f" ± {(s.ci[1] - s.ci[0]) * 50:.1f}" if s.ci is not None else ""
         c = by_arm.get(arm)
         rows.append(
             [
                 arm, SOURCE_LABEL.get(sources.get(arm, ""), sources.get(arm, "")), str(s.n),
-                spread, format_interval(s),
+                f"{s.mean * 100:.1f}{half}", format_interval(s),
+                f"{s.std * 100:.1f}" if s.std is not None else "–",
                 c.baseline if c else "(baseline)" if _is_baseline(arm, comparisons) else "–",
                 f"{c.diff * 100:+.1f}" if c else "–", format_p(c.p) if c else "–",
                 c.test if c else "–", format_p(c.p_holm) if c else "–",
+                few_seeds_note(s.n) or f"{s.n} seeds",
             ]
         )  # fmt: skip
     return rows

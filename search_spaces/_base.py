@@ -11,11 +11,11 @@ A space is declarative data plus one define-by-run function; registering it is o
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from search_spaces.designs import design_cells
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 from trainers.registry import Registry
@@ -107,6 +107,8 @@ class Budget:
     model_preset: str = "tiny"  # TrainConfig.preset
     arms: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)  # restrict factors (CPU)
     overrides: Mapping[str, Any] = field(default_factory=dict)  # e.g. cap eval images on CPU
+    caveat: str = ""  # what this budget is known not to show; the report's header and --dry-run
+    #                   print it (measured, see README "What the studies show")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,9 @@ class SearchSpace:
     bundles: dict[str, dict[Any, dict[str, Any]]] = field(default_factory=dict)  # an arm factor
     #   that is a label for several TrainConfig values, e.g. method=impulse_vit -> {mode: vit,
     #   init: impulse, pool: gap}: methods that differ in several fields compared as one factor
+    cells: tuple[dict[str, Any], ...] | None = None  # the arms outright (a designed table such
+    #   as the paper's Table 4) instead of a grid; a cell names only the factors it sets
+    base: dict[str, Any] = field(default_factory=dict)  # --design ofat's default base cell
 
     def __post_init__(self) -> None:
         known = set(TrainConfig.__dataclass_fields__)
@@ -155,6 +160,9 @@ class SearchSpace:
         clash = self.arm_fields() & {d.name for d in self.search}
         if clash:
             raise ValueError(f"space '{self.name}': {clash} is both an arm factor and searched")
+        for cell in self.cells or ():
+            if not set(cell) <= set(self.arms) or any(cell[k] not in self.arms[k] for k in cell):
+                raise ValueError(f"space '{self.name}': cell {cell} is not in its factors' values")
 
     def arm_fields(self) -> set[str]:
         """The TrainConfig fields the arms set: plain factors and every bundle's fields."""
@@ -178,8 +186,16 @@ class SearchSpace:
             )
         return self.budgets[preset]
 
-    def arm_grid(self, preset: str, values: Mapping[str, Any] | None = None) -> list[Arm]:
-        """Every cell of the factors grid: the preset's values (CPU: fewer), or `values` given."""
+    def arm_grid(
+        self,
+        preset: str,
+        values: Mapping[str, Any] | None = None,
+        design: str | None = None,
+        base: Mapping[str, Any] | None = None,
+    ) -> list[Arm]:
+        """The arms a study runs: the space's own cells, else the `design` (default factorial)
+        over the preset's factor values (CPU: fewer) or `values` given. `base`: the OFAT base
+        cell's factor values (default: the space's `base`, then each factor's first value)."""
         values = values or {}
         unknown = sorted(set(values) - set(self.arms))
         if unknown:
@@ -198,10 +214,11 @@ class SearchSpace:
                     f"{', '.join(map(str, unknown_labels))}; choose from: "
                     f"{', '.join(map(str, labels))}"
                 )
-        return [
-            Arm(dict(zip(factors, values, strict=True)))
-            for values in itertools.product(*factors.values())
-        ]
+        if self.cells is not None and design is None:
+            cells = [c for c in self.cells if all(c[k] in factors[k] for k in c)]
+        else:
+            cells = design_cells(design or "factorial", factors, {**self.base, **(base or {})})
+        return [Arm(cell) for cell in cells]
 
     def sample(self, trial) -> dict[str, Any]:
         """Define-by-run: sample every distribution whose condition holds on what came before."""

@@ -116,6 +116,8 @@ class ArmSearch:
     # --- asking -----------------------------------------------------------------------------------
 
     def remaining(self) -> int:
+        if self.config.searchless:
+            return 0
         return sum(self.config.trials_per_arm - n for n in self.assigned.values())
 
     def next_trial(self) -> TrialSpec | None:
@@ -125,7 +127,7 @@ class ArmSearch:
         run again: it is recorded REUSED, told to Optuna with the original's values, and skipped.
         """
         while True:
-            arm = self._next_arm()
+            arm = None if self.config.searchless else self._next_arm()
             if arm is None:
                 return None
             self.assigned[arm.name] += 1
@@ -162,6 +164,8 @@ class ArmSearch:
         return specs
 
     def best_params(self, arm: Arm) -> dict[str, Any] | None:
+        if self.config.searchless:  # nothing searched: the arm's configuration is fixed
+            return {}
         study = self.studies[arm.name]
         completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if not completed:
@@ -187,7 +191,7 @@ class ArmSearch:
     def _spec(self, arm: Arm, phase: Phase, params: dict[str, Any], seed: int, trial=None):
         base = {**self.config.trainer_base(), "seed": seed}
         train = self.space.trial_config(
-            self.config.preset, arm, params, base, self.config.overrides
+            self.config.preset, arm, params, base, self.config.trial_overrides(arm)
         ).to_dict()
         hashed = {k: v for k, v in train.items() if k not in HASH_EXCLUDED}
         digest = config_hash(hashed, {"code_version": self.code_version})

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search_spaces import Arm, SearchSpace, get_space
-from trainers.config import strict_from_dict
+from search_spaces.designs import DESIGNS
+from trainers.config import MODEL_PRESETS, TrainConfig, strict_from_dict
 from trainers.errors import ConfigError
+from trainers.modes import MODES, used_fields
 
 __all__ = ["StudyConfig", "DEFAULT_STORAGE", "resolve_preset", "asha_rungs"]
 
@@ -49,6 +51,9 @@ class StudyConfig:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig values for every trial
     arm_values: dict[str, Any] = field(default_factory=dict)  # factor -> values, replacing the
     #                                                             preset's (e.g. other fractions)
+    design: str | None = None  # factorial | ofat; None: the space's own cells, else factorial
+    base: dict[str, Any] | None = None  # TrainConfig values every arm starts from (--base): OFAT's
+    #                                     base cell, and no search (the base fixes the rest)
 
     def __post_init__(self) -> None:
         space = get_space(self.space)
@@ -57,13 +62,18 @@ class StudyConfig:
                 f"unknown preset '{self.preset}'; choose from: auto, {', '.join(STUDY_PRESETS)}"
             )
         budget = space.budget(self.preset)
+        if self.design is not None and self.design not in DESIGNS:
+            raise ConfigError(f"unknown design '{self.design}'; choose from: {', '.join(DESIGNS)}")
+        if self.base is not None:
+            self._check_base(self.base)
         epochs = self.epochs if self.epochs is not None else budget.epochs
         defaults = {
             "trials_per_arm": budget.trials_per_arm,
             "epochs": budget.epochs,
             "grace_epochs": min(budget.grace_epochs, epochs) if epochs > 0 else 1,
             "reduction_factor": budget.reduction_factor,
-            "final_seeds": budget.final_seeds,
+            # a designed study without a search is nothing but its replicates: at least 3
+            "final_seeds": budget.final_seeds or (3 if self.searchless else 0),
         }
         for key, value in defaults.items():
             if getattr(self, key) is None:
@@ -80,6 +90,11 @@ class StudyConfig:
                 f"--reduction-factor must be > 1, got {self.reduction_factor}",
             ),
             (self.final_seeds >= 0, f"--final-seeds must be >= 0, got {self.final_seeds}"),
+            (
+                self.final_seeds >= 1 or not self.searchless,
+                "--final-seeds must be >= 1: this study has nothing to search, so its arms run "
+                "only as replicated final runs",
+            ),
             (self.concurrency >= 0, f"--concurrency must be >= 0, got {self.concurrency}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
             (self.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}"),
@@ -113,7 +128,9 @@ class StudyConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be finite")
         for arm in self.arms():
             try:
-                space.trial_config(self.preset, arm, {}, self.trainer_base(), self.overrides)
+                space.trial_config(
+                    self.preset, arm, {}, self.trainer_base(), self.trial_overrides(arm)
+                )
             except ConfigError as err:
                 raise ConfigError(f"arm {arm.name}: {err}") from None
 
@@ -129,7 +146,38 @@ class StudyConfig:
         return get_space(self.space)
 
     def arms(self) -> list[Arm]:
-        return self.search_space.arm_grid(self.preset, self.arm_values)
+        base = {k: v for k, v in (self.base or {}).items() if k in self.search_space.arms}
+        return self.search_space.arm_grid(self.preset, self.arm_values, self.design, base)
+
+    @property
+    def searchless(self) -> bool:
+        """No search phase: the space searches nothing, or a --base fixes what it would search.
+        Every arm then runs its fixed configuration on the final seeds only (paired: arm for
+        arm the same seeds, so the same initialisation stream and batch order)."""
+        return not self.search_space.search or self.base is not None
+
+    def base_values(self) -> dict[str, Any]:
+        """The --base values every trial starts from, minus what the study sets itself and the
+        model fields a `preset` arm factor must fill."""
+        skip = set(STUDY_OWNED) | {"preset"}
+        if "preset" in self.search_space.arms:
+            skip |= set(MODEL_PRESETS["tiny"])
+        return {k: v for k, v in (self.base or {}).items() if k not in skip}
+
+    def trial_overrides(self, arm: Arm | None = None) -> dict[str, Any]:
+        """What an arm's trials take over the space's defaults: the --base, then --set. The base's
+        mode-specific fields that the arm's mode does not use are left out (an OFAT arm mode=vit
+        from a shared base keeps the base's lr, not its hint weight)."""
+        base = self.base_values()
+        mode = (arm.factors.get("mode") if arm is not None else None) or base.get("mode")
+        if mode is not None and mode in MODES:
+            base = used_fields(mode, base)
+        return {**base, **self.overrides}
+
+    def _check_base(self, base: dict[str, Any]) -> None:
+        unknown = sorted(set(base) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"--base names unknown TrainConfig fields: {', '.join(unknown)}")
 
     def trainer_base(self) -> dict[str, Any]:
         """TrainConfig values every trial of the study shares."""
@@ -157,9 +205,14 @@ class StudyConfig:
         arms = self.arms()
         names = {tuple(a.factors.items()): a.name for a in arms}
         out: dict[str, str | None] = {}
+        # Designed cells (paper_table4) need not have a twin: then the one arm with the baseline's
+        # values (mode=vit, scratch) is every arm's baseline.
+        sole = [a.name for a in arms if all(a.factors.get(k) == v for k, v in baseline.items())]
         for arm in arms:
             twin = {**arm.factors, **{k: v for k, v in baseline.items() if k in arm.factors}}
             match = names.get(tuple(twin.items())) if baseline else None
+            if match is None and baseline and len(sole) == 1 and self.search_space.cells:
+                match = sole[0]
             out[arm.name] = None if match == arm.name else match
         return out
 

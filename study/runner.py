@@ -305,7 +305,9 @@ def _summarise(store: Store, config: StudyConfig, seconds: float, reused: int) -
     trials = store.trials_frame(config.name, parsed=True)
     counts = {str(k): int(v) for k, v in trials["status"].value_counts().items()}
     best: dict[str, dict[str, Any]] = {}
-    search = trials[(trials["phase"] == Phase.SEARCH) & trials["status"].isin(HAS_RESULT)]
+    # A searchless (designed) study has only final runs: each arm's best is its best final run.
+    phase = Phase.FINAL if config.searchless else Phase.SEARCH
+    search = trials[(trials["phase"] == phase) & trials["status"].isin(HAS_RESULT)]
     for arm, rows in search.groupby("arm"):
         top = rows.sort_values("final_val_acc", ascending=False).iloc[0]
         final = trials[(trials["phase"] == Phase.FINAL) & (trials["arm"] == arm)]

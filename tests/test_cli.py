@@ -82,6 +82,7 @@ def test_help_options_come_from_any_dataclass(tmp_path, monkeypatch):
     "command, options",
     [
         (["run_study.py"], ["--space {" + ",".join(list_spaces()) + "}",
+                            "--design {factorial,ofat}",
                             "--preset {auto,smoke,cpu,gpu}", "(default: auto)",
                             "--seed SEED sampler and trial seed (default: 0)", "--no-report"]),
         (["-m", "reports"], ["--study STUDY", "(default: sqlite:///runs/studies.db)", "--out"]),

@@ -45,6 +45,16 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         agent_design="base",
         agent_stem="vit_like",
     ),
+    "mid": dict(  # between the two: the scale study's middle size (depth of vit_s, half its width)
+        embed_dim=144,
+        depth=6,
+        num_heads=9,
+        mlp_ratio=4.0,
+        patch_size=4,
+        drop_rate=0.1,
+        agent_design="res_like",
+        agent_stem="resnet_like",
+    ),
     "vit_s": dict(
         embed_dim=288,
         depth=6,
