@@ -61,7 +61,8 @@ def _plan(
         grace_epochs=min(grace, epochs),
         reduction_factor=reduction_factor,
         trials_per_arm=max(trials_per_arm, 1),
-        final_seeds=final_seeds,
+        # a space with nothing to search runs only final seeds: its plan needs at least one
+        final_seeds=final_seeds if final_seeds or get_space(space).search else None,
         arm_values=dict(arm_values),
     )
 
@@ -90,8 +91,8 @@ def write_study(
     factors = list(get_space(space).arms)
     arm_values: dict[str, list] = {f: [] for f in factors}
     for t in trials:
-        for f in factors:
-            if t["arm_json"][f] not in arm_values[f]:
+        for f in factors:  # a designed cell may name only some factors (paper_table4's vit)
+            if f in t["arm_json"] and t["arm_json"][f] not in arm_values[f]:
                 arm_values[f].append(t["arm_json"][f])
     plan = _plan(
         space,
@@ -137,7 +138,7 @@ def write_study(
 
 
 def _arm_name(factors: Mapping[str, Any], order: list[str]) -> str:
-    return ",".join(f"{k}={factors[k]}" for k in order)
+    return ",".join(f"{k}={factors[k]}" for k in order if k in factors)
 
 
 def _val_curve(trial: Mapping[str, Any]) -> list[float]:
