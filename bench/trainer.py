@@ -1,26 +1,35 @@
-"""What one real training step costs per mode, and what the data pipeline adds to it.
+"""What one real training step costs per mode, preset, device and precision, as img/s and MFU.
 
-Figures, not tests. Two tables, both timing `trainers.training.train_step` (forward, losses,
-backward, clipping, AdamW and scheduler step: the trainer's own code, not a copy) on a `Run`
-built exactly as `train` builds it:
+Figures, not tests. Times `trainers.training.train_step` (the mode's forward under the run's
+autocast, float32 losses, backward, clipping, AdamW and scheduler step: the trainer's own code) on
+a `Run` built exactly as `train` builds it, for every registered mode, and prints per mode:
+parameters, ms per step, images/s, model FLOPs per step (`torch.utils.flop_counter` on one real
+step: forward + backward matmuls and convolutions), achieved TFLOP/s and MFU (achieved / the
+device's peak: a small table of GPUs, or `--peak-tflops`; a CPU's peak is cores x clock x FLOPs
+per cycle of its vector units, stated), then the ratios shared/vit and shared/(vit + agent).
 
-1. images/s of one step for vit, agent, joint and shared, at the `tiny` preset on Fashion-MNIST
-   (1x28x28) and at `vit_s` size on random uint8 data of CIFAR shape (3x32x32, patch 4), batch 64,
-   plus each mode's step time over the ViT's (the paper reports ~1.15x for shared on GPUs).
-2. shared-mode step time with three ways of making the batch, over the step on pre-made float
-   tensors (the floor): the trainer's in-memory `BatchAugmenter` on uint8 tensors, and
-   torchvision transforms through a DataLoader with 0 and 2 workers (bench/data_pipeline.py's
-   dataset).
+Shapes: `tiny` (Fashion-MNIST 1x28x28, the CPU preset), `vit_s` (3x32x32, patch 4, depth 6,
+dim 288, 9 heads, MLP 1152: the paper's CIFAR ViT-S), both batch 64, 10 classes; on CUDA also
+`vit_s224` (224 px, patch 16, 100 classes, batch 256: the issue's GPU yardstick).
 
-Steps of the compared variants are interleaved (A, B, C, A, B, C, ...), so a change in the
-machine's load hits all of them alike; each figure is the median over the timed steps.
+Steps of all modes are interleaved (A, B, C, A, B, C, ...), so a change in the machine's load hits
+them alike; each figure is a median. On CUDA each timed sample is a block of steps between two
+synchronisations (the step itself never waits for the device).
 
-Run: .venv/bin/python bench/trainer.py [--quick] [--threads N] [--steps N]
+`--concurrent N` measures packing: N processes each run the `tiny` shared step on the same device
+for the same wall time; it prints their aggregate img/s over one process alone (fractional GPUs
+in a study are this: several trials on one GPU; CUDA MPS is what lets their kernels overlap).
+
+`--pipelines` adds the data-pipeline comparison (BatchAugmenter vs torchvision + DataLoader).
+
+Run: .venv/bin/python bench/trainer.py [--device cpu|cuda] [--threads N] [--precision fp32,bf16]
+     [--presets tiny,vit_s] [--steps N] [--peak-tflops T] [--concurrent N] [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import sys
@@ -31,6 +40,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # run as a script from anywhere
@@ -40,22 +50,94 @@ from data_pipeline import PILDataset  # noqa: E402
 from trainers.augment import BatchAugmenter, batch_indices  # noqa: E402
 from trainers.config import TrainConfig  # noqa: E402
 from trainers.datasets import load_dataset  # noqa: E402
+from trainers.modes import MODES, used_fields  # noqa: E402
 from trainers.training import Run, train_step  # noqa: E402
 
-MODES = ("vit", "agent", "joint", "shared")
 BATCH = 64  # the paper's batch size
-N_IMAGES = 10_000  # images the batches are drawn from
+N_IMAGES = 10_000  # images the pipeline bench draws from
+
+
+class Shape(NamedTuple):
+    """One benchmarked model size: the preset, what it is fed, and the batch."""
+
+    preset: str
+    channels: int
+    size: int
+    classes: int
+    batch: int
+    overrides: dict
+
+
+SHAPES = {
+    "tiny": Shape("tiny", 1, 28, 10, 64, {}),
+    "vit_s": Shape("vit_s", 3, 32, 10, 64, {}),
+    "vit_s224": Shape("vit_s", 3, 224, 100, 256, {"img_size": 224, "patch_size": 16}),
+}
+
+# Dense peak TFLOP/s (no sparsity) by device name fragment: (bf16/fp16 tensor cores, fp32 without
+# TF32). Sources: NVIDIA datasheets (H100/H200 SXM, A100 SXM, L4, RTX 4090).
+GPU_PEAKS = {
+    "H200": (989.0, 67.0),
+    "H100": (989.0, 67.0),
+    "A100": (312.0, 19.5),
+    "L4": (121.0, 30.3),
+    "4090": (165.2, 82.6),
+}
+
+
+def device_peak(device: torch.device, precision: str, threads: int) -> tuple[float | None, str]:
+    """(peak TFLOP/s, how it was found) for `precision` on `device`."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for fragment, (low, fp32) in GPU_PEAKS.items():
+            if fragment in name:
+                peak = fp32 if precision == "fp32" else low
+                return peak, f"{name}: {peak:g} TFLOP/s dense {precision} (datasheet)"
+        return None, f"{name}: not in the table; pass --peak-tflops"
+    capability = torch.backends.cpu.get_cpu_capability()  # AVX2, AVX512, ...
+    flops_per_cycle = 64 if "512" in capability else 32  # fp32 FMA: 2 units x lanes x 2
+    ghz = _cpu_ghz()
+    peak = threads * ghz * flops_per_cycle / 1e3
+    note = (
+        f"CPU {capability}: {threads} threads x {ghz:.2f} GHz x {flops_per_cycle} fp32 FLOP/cycle"
+        f" = {peak:.3f} TFLOP/s"
+    )
+    if precision != "fp32" and "512" not in capability:
+        note += " (no bf16 units: bf16 runs through fp32 arithmetic plus conversions)"
+    return peak, note
+
+
+def _cpu_ghz() -> float:
+    try:
+        with open("/proc/cpuinfo") as info:
+            mhz = [float(line.split(":")[1]) for line in info if line.startswith("cpu MHz")]
+        return max(mhz) / 1e3
+    except (OSError, ValueError, IndexError):
+        return 2.5
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _Bench:
-    """One mode's networks and optimizers, stepping on whatever batches it is given."""
+    """One mode's `Run`, stepping on pre-made batches (augmentation is timed separately)."""
 
-    def __init__(self, mode: str, preset: str, shape: tuple[int, int, int], num_classes: int):
-        cfg = TrainConfig(mode=mode, preset=preset, batch_size=BATCH, epochs=1000, device="cpu")
-        channels, size, _ = shape
+    def __init__(self, mode: str, shape: Shape, device: torch.device, precision: str, **cfg):
+        values = dict(
+            mode=mode,
+            preset=shape.preset,
+            batch_size=shape.batch,
+            epochs=1000,
+            device=device.type,
+            precision=precision,
+            **shape.overrides,
+            **cfg,
+        )
+        config = TrainConfig.from_dict(used_fields(mode, values))
         torch.manual_seed(0)
-        cpu = torch.device("cpu")
-        self.run = Run.create(cfg, num_classes, channels, size, cpu, n_train=BATCH * 1000)
+        self.run = Run.create(config, shape.classes, shape.channels, shape.size, device, 64_000)
         for module in self.run.networks.values():
             module.train()
         self.steps = 0
@@ -63,6 +145,119 @@ class _Bench:
     def step(self, x: Tensor, y: Tensor) -> None:
         train_step(self.run, x, y, epoch=0, step=self.steps)  # epoch 0: the full hint weight
         self.steps += 1
+
+    def flops(self, x: Tensor, y: Tensor) -> int:
+        """Model FLOPs of one training step (forward + backward), counted on a real step."""
+        with FlopCounterMode(display=False) as counter:
+            self.step(x, y)
+        return counter.get_total_flops()
+
+
+def _batches(shape: Shape, device: torch.device, count: int = 4) -> list[tuple[Tensor, Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(count):
+        x = torch.randn(shape.batch, shape.channels, shape.size, shape.size, generator=g)
+        y = torch.randint(0, shape.classes, (shape.batch,), generator=g)
+        out.append((x.to(device), y.to(device)))
+    return out
+
+
+def bench_modes(
+    shape_name: str,
+    device: torch.device,
+    precision: str,
+    timed: int,
+    warmup: int,
+    peak: float | None,
+    compile_: bool = False,
+) -> dict[str, float]:
+    """Median seconds per step of every mode; prints the table. Returns {mode: seconds}."""
+    shape = SHAPES[shape_name]
+    modes = list(MODES)
+    benches = {m: _Bench(m, shape, device, precision, compile=compile_) for m in modes}
+    batches = _batches(shape, device)
+    flops = {m: b.flops(*batches[0]) for m, b in benches.items()}
+    block = 5 if device.type == "cuda" else 1  # steps per timed sample
+    samples: dict[str, list[float]] = {m: [] for m in modes}
+    cpu_samples: dict[str, list[float]] = {m: [] for m in modes}
+    for i in range(warmup + timed):
+        for mode, bench in benches.items():
+            _sync(device)
+            started, started_cpu = time.perf_counter(), time.process_time()
+            for j in range(block):
+                bench.step(*batches[(i + j) % len(batches)])
+            _sync(device)
+            if i >= warmup:
+                samples[mode].append((time.perf_counter() - started) / block)
+                cpu_samples[mode].append((time.process_time() - started_cpu) / block)
+    seconds = {m: statistics.median(t) for m, t in samples.items()}
+    cpu_seconds = {m: statistics.median(t) for m, t in cpu_samples.items()}
+    params = {m: sum(b.run.mode.parameter_counts().values()) for m, b in benches.items()}
+    print(
+        f"\n{shape_name} on {device.type} ({precision}): {shape.channels}x{shape.size}x"
+        f"{shape.size}, {shape.classes} classes, batch {shape.batch}"
+        + (", compiled" if compile_ else "")
+    )
+    print(
+        f"  {'mode':<8}{'params':>11}{'ms/step':>10}{'img/s':>9}{'GFLOP':>9}{'TFLOP/s':>9}"
+        f"{'MFU':>8}{'x vit':>7}{'cpu ms':>9}"
+    )
+    for mode in modes:
+        sec, achieved = seconds[mode], flops[mode] / seconds[mode] / 1e12
+        mfu = f"{achieved / peak:.1%}" if peak else "n/a"
+        print(
+            f"  {mode:<8}{params[mode]:>11,}{sec * 1e3:>10.1f}{shape.batch / sec:>9.1f}"
+            f"{flops[mode] / 1e9:>9.1f}{achieved:>9.3f}{mfu:>8}"
+            f"{sec / seconds.get('vit', sec):>7.2f}{cpu_seconds[mode] * 1e3:>9.1f}"
+        )
+    print(
+        "  (cpu ms: this process's CPU time per step, all threads summed: on a loaded machine "
+        "wall time measures the load as much as the step)"
+    )
+    return seconds
+
+
+def _packing_worker(args: tuple) -> float:
+    """One process of the packing bench: images/s of the tiny shared step for `seconds`."""
+    device_name, precision, seconds, threads, start_at = args
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    shape = SHAPES["tiny"]
+    bench = _Bench("shared", shape, device, precision)
+    batches = _batches(shape, device)
+    for i in range(3):  # warm-up
+        bench.step(*batches[i % len(batches)])
+    _sync(device)
+    while time.time() < start_at:  # all processes start timing together
+        time.sleep(0.01)
+    started, steps = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        for _ in range(10):
+            bench.step(*batches[steps % len(batches)])
+            steps += 1
+        _sync(device)
+    return steps * shape.batch / (time.perf_counter() - started)
+
+
+def bench_packing(device: torch.device, precision: str, processes: int, seconds: float,
+                  threads: int) -> None:  # fmt: skip
+    """Aggregate img/s of `processes` tiny shared trainings sharing `device`, over one alone."""
+    context = multiprocessing.get_context("spawn")
+    results = {}
+    for n in (1, processes):
+        start_at = time.time() + 20 + 2 * n  # after every process has built its model
+        with context.Pool(n) as pool:
+            rates = pool.map(
+                _packing_worker, [(str(device), precision, seconds, threads, start_at)] * n
+            )
+        results[n] = rates
+    alone, packed = sum(results[1]), sum(results[processes])
+    print(
+        f"\npacking on {device.type} ({precision}), tiny shared, {seconds:.0f} s each: 1 process "
+        f"{alone:.0f} img/s; {processes} processes {packed:.0f} img/s together "
+        f"({', '.join(f'{r:.0f}' for r in results[processes])}) = {packed / alone:.2f}x one alone"
+    )
 
 
 def _interleaved_medians(
@@ -152,50 +347,11 @@ def _data(preset: str) -> _Data:
     return _Data(images, labels, mean, std, 4, "random uint8 3x32x32 (CIFAR shape)")
 
 
-def bench_modes(preset: str, timed: int, warmup: int) -> dict[str, float]:
-    """Median wall seconds per step of each mode, on augmented batches made outside the timing.
-
-    Also prints the median CPU seconds of the process per step: on a machine shared with other
-    jobs, wall time measures the load as much as the step, CPU time much less so.
-    """
-    data = _data(preset)
-    images, labels, augment = data.images, data.labels, data.augmenter()
-    source = _Batches(images, labels)
-    benches = {mode: _Bench(mode, preset, tuple(images.shape[1:]), 10) for mode in MODES}
-    wall: dict[str, list[float]] = {mode: [] for mode in MODES}
-    cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
-    for i in range(warmup + timed):
-        index = source.next_index()  # one batch per round, the same for every mode
-        x, y = augment(images[index], source.generator), labels[index]
-        for mode, bench in benches.items():
-            started, started_cpu = time.perf_counter(), time.process_time()
-            bench.step(x, y)
-            if i >= warmup:
-                wall[mode].append(time.perf_counter() - started)
-                cpu[mode].append(time.process_time() - started_cpu)
-    medians = {mode: statistics.median(t) for mode, t in wall.items()}
-    cpu_medians = {mode: statistics.median(t) for mode, t in cpu.items()}
-    params = {mode: sum(b.run.mode.parameter_counts().values()) for mode, b in benches.items()}
-    print(f"\n{preset}: {data.what}, batch {BATCH}")
-    print(
-        f"  {'mode':<8}{'params':>12}{'ms/step':>10}{'img/s':>8}{'x vit':>8}"
-        f"{'cpu ms':>10}{'x vit':>8}"
-    )
-    for mode in MODES:
-        seconds, cpu_seconds = medians[mode], cpu_medians[mode]
-        print(
-            f"  {mode:<8}{params[mode]:>12,}{seconds * 1e3:>10.1f}{BATCH / seconds:>8.0f}"
-            f"{seconds / medians['vit']:>8.2f}{cpu_seconds * 1e3:>10.1f}"
-            f"{cpu_seconds / cpu_medians['vit']:>8.2f}"
-        )
-    return {**medians, **{f"{mode}_cpu": v for mode, v in cpu_medians.items()}}
-
-
 def bench_pipelines(preset: str, timed: int, warmup: int) -> dict[str, float]:
     """Median seconds of (make the batch + shared-mode step), per way of making the batch."""
     data = _data(preset)
     images, labels, augment = data.images, data.labels, data.augmenter()
-    bench = _Bench("shared", preset, tuple(images.shape[1:]), 10)
+    bench = _Bench("shared", SHAPES[preset], torch.device("cpu"), "fp32")
     source = _Batches(images, labels)
     normalised = augment.eval(images)  # the floor: no augmentation, no conversion per step
 
@@ -242,7 +398,7 @@ def bench_pipelines(preset: str, timed: int, warmup: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few steps: a rough look in ~2 min")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda if present)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -250,30 +406,55 @@ def main(argv: list[str] | None = None) -> None:
         help="torch threads (default: all cores). On a machine busy with other jobs use 1: "
         "OpenMP threads spin-waiting on a descheduled peer can make a step 30x slower",
     )
-    parser.add_argument("--steps", type=int, default=None, help="timed steps (tiny preset)")
+    parser.add_argument("--precision", default=None, help="comma list; default: fp32,bf16")
+    parser.add_argument("--presets", default=None, help="comma list of " + ", ".join(SHAPES))
+    parser.add_argument("--steps", type=int, default=None, help="timed samples per mode")
+    parser.add_argument("--quick", action="store_true", help="few steps: a rough look")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every mode")
+    parser.add_argument("--concurrent", type=int, default=0, help="packing: N processes")
+    parser.add_argument("--concurrent-seconds", type=float, default=30.0)
+    parser.add_argument("--pipelines", action="store_true", help="also the data pipelines (CPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    tiny_steps = args.steps or (8 if args.quick else 40)
-    big_steps = max(2, tiny_steps // 4)
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+    precisions = (args.precision or "fp32,bf16").split(",")
+    default_presets = "tiny,vit_s,vit_s224" if device.type == "cuda" else "tiny,vit_s"
+    presets = (args.presets or default_presets).split(",")
+    timed = args.steps or (5 if args.quick else 20)
     warmup = 2 if args.quick else 3
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads on {os.cpu_count()} cores; "
-        f"median of {tiny_steps} (tiny) / {big_steps} (vit_s) steps after {warmup} warm-up; "
+        f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads on "
+        f"{os.cpu_count()} cores; median of {timed} samples after {warmup} warm-up; "
         f"load average {os.getloadavg()[0]:.1f}"
     )
-    ratios = {}
-    for preset, timed in (("tiny", tiny_steps), ("vit_s", big_steps)):
-        medians = bench_modes(preset, timed, warmup)
-        ratios[f"{preset} shared/vit step (wall)"] = medians["shared"] / medians["vit"]
-        ratios[f"{preset} shared/vit step (cpu)"] = medians["shared_cpu"] / medians["vit_cpu"]
-    for preset, timed in (("tiny", tiny_steps), ("vit_s", big_steps)):
-        pipelines = bench_pipelines(preset, timed, warmup)
-        base = pipelines["preloaded_float"]
-        for name in ("batch_augmenter", "torchvision_w0", "torchvision_w2"):
-            ratios[f"{preset} {name}/float step"] = pipelines[name] / base
-    print("\nratios (paper: shared/vit ~1.15x on GPUs; aims here: <= 1.5x, augmenter <= 1.05x)")
+    ratios: dict[str, float] = {}
+    for precision in precisions:
+        peak, note = device_peak(device, precision, args.threads)
+        peak = args.peak_tflops or peak
+        print(f"\npeak for MFU: {note}" + (" (overridden)" if args.peak_tflops else ""))
+        for preset in presets:
+            s = bench_modes(preset, device, precision, timed, warmup, peak, args.compile)
+            key = f"{preset} {precision}"
+            if {"vit", "shared"} <= set(s):
+                ratios[f"{key}: shared / vit"] = s["shared"] / s["vit"]
+            if {"vit", "agent", "shared"} <= set(s):
+                ratios[f"{key}: shared / (vit + agent)"] = s["shared"] / (s["vit"] + s["agent"])
+    print("\nratios of step times (paper: shared/vit ~1.15x on GPUs; shared/(vit+agent) <= 1:")
+    print("the coupling costs nothing beyond the hint)")
     for name, value in ratios.items():
-        print(f"  {name:<36}{value:>6.2f}x")
+        print(f"  {name:<40}{value:>6.2f}x")
+    if args.concurrent:
+        bench_packing(
+            device, precisions[-1], args.concurrent, args.concurrent_seconds, args.threads
+        )
+    if args.pipelines:
+        for preset in ("tiny", "vit_s"):
+            pipelines = bench_pipelines(preset, timed, warmup)
+            base = pipelines["preloaded_float"]
+            for name in ("batch_augmenter", "torchvision_w0", "torchvision_w2"):
+                print(f"  {preset} {name}/float step: {pipelines[name] / base:.2f}x")
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def test_aligned_backward_projects_over_the_concatenation_of_shared_params():
     loss_agent = a + 3 * u
     alignment = aligned_backward(loss_vit, loss_agent, [a, b], [u])
     assert (a.grad.item(), b.grad.item(), u.grad.item()) == (-0.5, 1.5, 5.0)
-    assert alignment.projected and alignment.cosine == pytest.approx(-1 / math.sqrt(2))
+    assert alignment.projected and float(alignment.cosine) == pytest.approx(-1 / math.sqrt(2))
 
 
 def test_aligned_backward_without_conflict_is_the_plain_sum_and_accumulates():

@@ -110,7 +110,7 @@ def _steps(run: Run, device: str, steps: int = 2) -> list[dict[str, float]]:
     for step in range(steps):
         x = torch.randn(8, 3, 16, 16, generator=generator).to(device)
         y = torch.randint(0, 10, (8,), generator=generator).to(device)
-        out.append(train_step(run, x, y, epoch=0, step=step))
+        out.append({k: float(v) for k, v in train_step(run, x, y, epoch=0, step=step).items()})
     return out
 
 

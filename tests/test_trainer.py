@@ -387,6 +387,7 @@ def test_cli_prints_a_table_and_one_json_line(cli_runs):
     assert result["train_images"] == 540 and result["epochs_run"] == 2
     assert 0.0 <= result["test_acc"] <= 1.0
     header, *rows = stderr.splitlines()
-    assert header.split() == ["epoch", "loss", "val_acc", "hint_w", "lr", "sec", "img/s"]
+    # vit mode: no agent, no hint weight (a mode reports only its own metrics)
+    assert header.split() == ["epoch", "loss", "val_acc", "lr", "sec", "img/s"]
     assert [row.split()[0] for row in rows] == ["1", "2"]
     assert rows[-1].split()[2] == f"{result['val_acc']:.2%}"

@@ -55,6 +55,8 @@ __all__ = [
     "SharedAgent",
     "StandaloneAgent",
     "conv_kernel_size",
+    "factored_generalized_conv2d",
+    "shift_kernel",
     "generalized_conv2d",
     "generalized_conv_bias",
     "head_matrices",
@@ -204,6 +206,46 @@ def generalized_conv2d(
     return F.conv2d(F.pad(x, (before, after, before, after)), kernel, bias)
 
 
+def factored_generalized_conv2d(
+    x: torch.Tensor,
+    value_weight: torch.Tensor,
+    proj_weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    num_heads: int,
+    shift: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """`generalized_conv2d` without assembling the kernel: the same function, ~4.5x fewer FLOPs.
+
+    M_h = W_o^h W_v^h has rank head_dim, so sum_h M_h x[p + off(h)] = W_o concat_h(W_v^h x)[p +
+    off(h)]: a 1x1 convolution by W_v, each head's channels shifted by its kernel offset (a
+    depthwise convolution with a one-hot kernel, zero padding as the dense kernel's), then a 1x1
+    convolution by W_o. Per pixel that is 2 D^2 multiply-adds instead of k^2 D^2 (9 D^2 for 9
+    heads). Equal to `generalized_conv2d` up to float rounding (tests/test_models.py). `shift`:
+    `shift_kernel(num_heads, head_dim)`, built here when not given (blocks keep it as a buffer).
+    """
+    attn_dim = value_weight.shape[0]
+    k = conv_kernel_size(num_heads)
+    values = _conv1x1(x, value_weight, None)
+    if shift is None:
+        shift = shift_kernel(num_heads, attn_dim // num_heads)
+    shift = shift.to(device=values.device, dtype=values.dtype)
+    before, after = _padding(k)
+    if before == after:
+        shifted = F.conv2d(values, shift, padding=before, groups=attn_dim)
+    else:
+        shifted = F.conv2d(F.pad(values, (before, after, before, after)), shift, groups=attn_dim)
+    return _conv1x1(shifted, proj_weight, bias)
+
+
+def shift_kernel(num_heads: int, head_dim: int) -> torch.Tensor:
+    """[heads * head_dim, 1, k, k]: head h's channels hold a 1 at raster position h (a shift)."""
+    k = conv_kernel_size(num_heads)
+    kernel = torch.zeros(num_heads * head_dim, 1, k * k)
+    for head in range(num_heads):
+        kernel[head * head_dim : (head + 1) * head_dim, 0, head] = 1.0
+    return kernel.view(num_heads * head_dim, 1, k, k)
+
+
 def literal_generalized_conv(
     x_tokens: torch.Tensor,
     grid_hw: tuple[int, int],
@@ -287,13 +329,21 @@ class AgentBlock(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.pre_norm = pre_norm
+        self.dense_kernel = False  # True: assemble the k x k kernel (the reference, for tests)
+        # the fixed one-hot shift of the factored conv; not a parameter, not in state_dict
+        shift = shift_kernel(num_heads, embed_dim // num_heads)
+        self.register_buffer("shift", shift, persistent=False)
         self.norm1 = nn.BatchNorm2d(embed_dim)  # for the ViT's norm1
         self.norm2 = nn.BatchNorm2d(embed_dim)  # for the ViT's norm2
 
     def conv_attention(self, x: torch.Tensor, w: BlockWeights) -> torch.Tensor:
-        mats = head_matrices(w.value_weight, w.proj_weight, self.num_heads)
         bias = generalized_conv_bias(w.value_bias, w.proj_weight, w.proj_bias)
-        return generalized_conv2d(x, mats, bias)
+        if self.dense_kernel:  # the plain path: the paper's kernel, assembled
+            mats = head_matrices(w.value_weight, w.proj_weight, self.num_heads)
+            return generalized_conv2d(x, mats, bias)
+        return factored_generalized_conv2d(
+            x, w.value_weight, w.proj_weight, bias, self.num_heads, self.shift
+        )
 
     def conv_mlp(self, x: torch.Tensor, w: BlockWeights, act: nn.Module) -> torch.Tensor:
         return _conv1x1(act(_conv1x1(x, w.fc1_weight, w.fc1_bias)), w.fc2_weight, w.fc2_bias)

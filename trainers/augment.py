@@ -97,7 +97,8 @@ class BatchAugmenter:
         """Crop at the given offsets of the zero-padded images, flip where asked, normalise."""
         images = self._check(images)
         batch, channels, height, width = images.shape
-        top, left, flipped = (t.to(images.device) for t in crop_flip)
+        # non_blocking: a blocking host-to-device copy would make the step wait for the device
+        top, left, flipped = (t.to(images.device, non_blocking=True) for t in crop_flip)
         if self.pad == 0 and not self.flip:
             return self._normalise_resize(images)
         padded = F.pad(images, (self.pad,) * 4) if self.pad else images

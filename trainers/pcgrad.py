@@ -24,18 +24,28 @@ __all__ = ["GradientAlignment", "aligned_backward", "project_conflicting"]
 
 
 class GradientAlignment(NamedTuple):
-    """What happened on the shared weights in one `aligned_backward` (worth logging)."""
+    """What happened on the shared weights in one `aligned_backward` (worth logging).
 
-    cosine: float  # cos(g_agent, g_vit) before projection; 0 if either is zero
-    projected: bool  # True when they conflicted and g_agent was projected
+    0-dim tensors on the gradients' device, so the step never waits for the device to answer.
+    """
+
+    cosine: torch.Tensor  # cos(g_agent, g_vit) before projection; 0 if either is zero
+    projected: torch.Tensor  # bool: they conflicted and g_agent was projected
 
 
 def project_conflicting(g_agent: torch.Tensor, g_vit: torch.Tensor) -> torch.Tensor:
-    """g_agent - (g_agent . g_vit / |g_vit|^2) g_vit if g_agent . g_vit < 0, else g_agent."""
+    """g_agent - (g_agent . g_vit / |g_vit|^2) g_vit if g_agent . g_vit < 0, else g_agent.
+
+    Branch-free (`torch.where`), so no host sync: a conflict implies |g_vit| > 0.
+    """
+    g_agent, g_vit = upcast(g_agent), upcast(g_vit)
     dot = torch.dot(g_agent, g_vit)
-    if dot >= 0:  # also covers g_vit == 0
-        return g_agent
-    return g_agent - (dot / torch.dot(g_vit, g_vit)) * g_vit
+    norm_sq = torch.dot(g_vit, g_vit)
+    coefficient = torch.where(dot < 0, dot / norm_sq.clamp_min(_TINY), torch.zeros_like(dot))
+    return g_agent - coefficient * g_vit
+
+
+_TINY = torch.finfo(torch.float32).tiny
 
 
 def _grads(
@@ -72,11 +82,13 @@ def aligned_backward(
     grads_vit = _grads(loss_vit, params, retain_graph=True)
     grads_agent = _grads(loss_agent, params, retain_graph=False)
     n = len(shared)
-    empty = torch.zeros(0, dtype=torch.float32)
+    device = params[0].device if params else None
+    empty = torch.zeros(0, dtype=torch.float32, device=device)
     g_vit = torch.cat([g.reshape(-1) for g in grads_vit[:n]]) if n else empty
     g_agent = torch.cat([g.reshape(-1) for g in grads_agent[:n]]) if n else empty
     norms = g_vit.norm() * g_agent.norm()
-    cosine = float(torch.dot(g_agent, g_vit) / norms) if n and norms > 0 else 0.0
+    dot = torch.dot(g_agent, g_vit)
+    cosine = torch.where(norms > 0, dot / norms.clamp_min(_TINY), torch.zeros_like(dot))
     aligned = project_conflicting(g_agent, g_vit) if n else g_agent
     offset = 0
     for param, g_v in zip(shared, grads_vit[:n], strict=True):
@@ -85,7 +97,7 @@ def aligned_backward(
         _accumulate(param, g_v + g_a)
     for param, g_v, g_a in zip(other, grads_vit[n:], grads_agent[n:], strict=True):
         _accumulate(param, g_v + g_a)
-    return GradientAlignment(cosine=cosine, projected=cosine < 0)
+    return GradientAlignment(cosine=cosine, projected=dot < 0)
 
 
 def _accumulate(param: torch.Tensor, grad: torch.Tensor) -> None:

@@ -39,6 +39,8 @@ __all__ = [
     "train_step",
     "evaluate",
     "Run",
+    "EpochTotals",
+    "adamw",
     "prepare_data",
     "PreparedData",
     "Report",
@@ -189,8 +191,9 @@ class Run:
     def __init__(self, cfg: TrainConfig, mode: Mode, device: torch.device, n_train: int):
         self.cfg, self.mode, self.device = cfg, mode, device
         self.networks = mode.networks
+        on_cuda = device.type == "cuda"  # fused AdamW there (tests/test_fast_path.py: same math)
         self.optimizers = [
-            _adamw(cfg, nn.ModuleList(self.networks[name] for name in group))
+            adamw(cfg, nn.ModuleList(self.networks[name] for name in group), fused=on_cuda)
             for group in mode.optimizer_groups()
         ]
         self.steps_per_epoch = math.ceil(n_train / cfg.batch_size)
@@ -267,12 +270,14 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _adamw(cfg: TrainConfig, module: nn.Module) -> torch.optim.AdamW:
+def adamw(cfg: TrainConfig, module: nn.Module, fused: bool) -> torch.optim.AdamW:
+    """AdamW as the paper's recipe; `fused`: one kernel for every parameter (on CUDA, and with
+    fp16 GradScaler's inf check without a host sync); else torch's default (foreach) path."""
     # Norms, biases, the class token and position embedding take no weight decay (timm, DeiT).
     groups = param_groups_weight_decay(
         module, cfg.weight_decay, no_weight_decay_list=("*cls_token", "*pos_embed")
     )
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=fused or None)
 
 
 def _cosine(total_steps: int, warmup_steps: int, floor: float) -> Callable[[int], float]:
@@ -292,39 +297,81 @@ def train_one_epoch(
     generator: torch.Generator,
     epoch: int,
 ) -> dict[str, float]:
+    """One pass over the training split; loss terms stay on the device and are read once, at
+    the end (a NaN anywhere in the epoch raises `NonFiniteLoss` naming its first step then)."""
     cfg = run.cfg
     for module in run.networks.values():
         module.train()
     started = time.perf_counter()
-    totals: dict[str, float] = {}
-    seen = 0
+    totals = EpochTotals()
     batches = batch_indices(len(data.train_x), cfg.batch_size, generator, shuffle=True)
     for step, idx in enumerate(batches):
-        x = augment(data.train_x[idx.to(data.train_x.device)], generator)
-        y = data.train_y[idx.to(data.train_y.device)]
-        values = train_step(run, x, y, epoch, step)
-        n = len(idx)
-        seen += n
-        for k, v in values.items():
-            totals[k] = totals.get(k, 0.0) + v * n
+        idx = idx.to(data.train_x.device, non_blocking=True)  # host to device: no sync
+        x = augment(data.train_x[idx], generator)
+        y = data.train_y[idx]
+        totals.add(train_step(run, x, y, epoch, step), len(idx), step)
+    means = totals.read(epoch)  # the epoch's one device-to-host copy
     seconds = time.perf_counter() - started
-    out = {"epoch": float(epoch + 1)}
-    out["train_loss"] = sum(totals.values()) / max(seen, 1)
-    out.update({f"loss_{k}": v / max(seen, 1) for k, v in totals.items()})
+    out = {"epoch": float(epoch + 1), "train_loss": sum(means.values())}
+    out.update({f"loss_{k}": v for k, v in means.items()})
     out["lr"] = run.optimizers[0].param_groups[0]["lr"]
     out.update(run.mode.metrics(epoch))
     out["epoch_seconds"] = seconds
-    out["images_per_second"] = seen / seconds if seconds > 0 else 0.0
+    out["images_per_second"] = totals.seen / seconds if seconds > 0 else 0.0
     return out
+
+
+class EpochTotals:
+    """Per-term sums of one epoch's loss terms, kept on the device (no sync per step).
+
+    Also remembers, on the device, the first step whose terms were not finite and their values,
+    so `read` can raise `NonFiniteLoss` naming that step after one copy to the host.
+    """
+
+    def __init__(self) -> None:
+        self.names: tuple[str, ...] | None = None
+        self.sums: torch.Tensor | None = None  # [terms]: sum of term x batch size
+        self.first_bad: torch.Tensor | None = None  # 0-dim int64: first non-finite step, or -1
+        self.bad_values: torch.Tensor | None = None  # [terms] at that step
+        self.seen = 0
+
+    def add(self, terms: dict[str, torch.Tensor], n: int, step: int) -> None:
+        values = torch.stack(list(terms.values())).detach().float()
+        if self.names is None:
+            self.names = tuple(terms)
+            self.sums = torch.zeros_like(values)
+            self.first_bad = torch.full((), -1, dtype=torch.int64, device=values.device)
+            self.bad_values = torch.zeros_like(values)
+        elif tuple(terms) != self.names:
+            raise ValueError(f"loss terms changed within an epoch: {self.names} -> {tuple(terms)}")
+        self.sums += values * n
+        newly_bad = ~torch.isfinite(values).all() & (self.first_bad < 0)
+        self.first_bad = torch.where(newly_bad, step, self.first_bad)
+        self.bad_values = torch.where(newly_bad, values, self.bad_values)
+        self.seen += n
+
+    def read(self, epoch: int) -> dict[str, float]:
+        """Mean of each term over the epoch's images; raises NonFiniteLoss (0-based `epoch`)."""
+        if self.names is None:
+            return {}
+        flat = torch.cat([self.sums / max(self.seen, 1), self.first_bad[None], self.bad_values])
+        values = flat.tolist()
+        k = len(self.names)
+        first_bad = int(values[k])
+        if first_bad >= 0:
+            bad = dict(zip(self.names, values[k + 1 :], strict=True))
+            raise NonFiniteLoss(epoch + 1, first_bad, bad)
+        return dict(zip(self.names, values[:k], strict=True))
 
 
 def train_step(
     run: Run, x: torch.Tensor, y: torch.Tensor, epoch: int, step: int
-) -> dict[str, float]:
+) -> dict[str, torch.Tensor]:
     """One optimisation step on an augmented batch: the mode's forward (under the precision's
     autocast) and loss terms (float32, outside it), its backward, clipping, optimizer and
-    scheduler steps. Returns the loss terms' values. `epoch` is 0-based; `step` only names the
-    step in `NonFiniteLoss`.
+    scheduler steps. Returns the loss terms, detached, on the device: nothing here waits for
+    the device (`EpochTotals` reads them once per epoch). `epoch` is 0-based; `step` names the
+    step in errors.
     """
     cfg = run.cfg
     if run.device.type == "cuda":
@@ -334,16 +381,12 @@ def train_step(
         with run.autocast:
             outputs = run.forward(x)
         terms = run.mode.loss_terms(outputs, y, epoch)
-        # One device-to-host copy for all terms (a float() per term would sync the GPU once each)
-        stacked = torch.stack([v.detach() for v in terms.values()]).tolist()
-        values = dict(zip(terms, stacked, strict=True))
-        if not math.isfinite(sum(values.values())):
-            raise NonFiniteLoss(epoch + 1, step, values)
         for opt in run.optimizers:
             opt.zero_grad(set_to_none=True)
+        scaled = terms
         if scaler is not None:  # fp16: one scale for every term (PCGrad is invariant to it)
-            terms = {k: scaler.scale(v) for k, v in terms.items()}
-        run.mode.backward(terms)
+            scaled = {k: scaler.scale(v) for k, v in terms.items()}
+        run.mode.backward(scaled)
     except RuntimeError as err:
         if not is_dtype_error(err):
             raise
@@ -352,7 +395,7 @@ def train_step(
         for opt in run.optimizers:
             scaler.unscale_(opt)
     if cfg.clip_grad > 0:  # every step (the released mutual trainer clips only the first)
-        torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)
+        torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)  # no sync: a clamped scale
     for opt, sched in zip(run.optimizers, run.schedulers, strict=True):
         if scaler is not None:
             scaler.step(opt)  # skipped when fp16 gradients overflowed
@@ -361,7 +404,7 @@ def train_step(
         sched.step()
     if scaler is not None:
         scaler.update()
-    return values
+    return {k: v.detach() for k, v in terms.items()}
 
 
 def _dtype_failure(
@@ -395,20 +438,21 @@ def evaluate(
     run: Run, x_all: torch.Tensor, y_all: torch.Tensor, augment: BatchAugmenter, split: str
 ) -> dict[str, float]:
     """Top-1 accuracy of every network on one split, as fractions in [0, 1]: `<split>_acc` is the
-    mode's primary network's, `<split>_acc_<name>` each other network's but the ViT's."""
+    mode's primary network's, `<split>_acc_<name>` each other network's but the ViT's. Counts
+    stay on the device until one read at the end."""
     for module in run.networks.values():
         module.eval()
-    correct = {name: 0 for name in run.networks}
+    names = list(run.networks)
+    correct = torch.zeros(len(names), dtype=torch.int64, device=x_all.device)
     bs = run.cfg.eval_batch_size
     for start in range(0, len(x_all), bs):
         x = augment.eval(x_all[start : start + bs])
         y = y_all[start : start + bs]
         with run.autocast:
             logits = run.mode.logits(x)
-        for name, z in logits.items():
-            correct[name] += int((z.argmax(dim=1) == y).sum())
+        correct += torch.stack([(logits[name].argmax(dim=1) == y).sum() for name in names])
     n = max(len(x_all), 1)
-    acc = {name: c / n for name, c in correct.items()}
+    acc = {name: c / n for name, c in zip(names, correct.tolist(), strict=True)}
     out = {f"{split}_acc": acc[run.mode.primary]}
     out.update({f"{split}_acc_{name}": a for name, a in acc.items() if name != "vit"})
     return out

@@ -90,7 +90,7 @@ def build_vit(
         )
         if layer is not None
     }
-    return VisionTransformer(
+    vit = VisionTransformer(
         img_size=img_size,
         patch_size=patch_size,
         in_chans=in_chans,
@@ -110,6 +110,10 @@ def build_vit(
         drop_path_rate=drop_path_rate,
         **parts,
     )
+    for block in vit.blocks:  # SDPA (flash / memory-efficient kernels), whatever TIMM_FUSED_ATTN
+        if hasattr(block.attn, "fused_attn"):  # says; the same math as softmax(q k^T/sqrt(d)) v
+            block.attn.fused_attn = True
+    return vit
 
 
 def vit_forward_features(
