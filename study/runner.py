@@ -22,7 +22,7 @@ from study.lease import Lease, this_driver
 from study.live import LiveView
 from study.plan import StudyConfig
 from study.status import HAS_RESULT, TRAINED, Phase, StudyStatus
-from study.store import Store, StudyRecord, fail_stale_optuna_trials
+from study.store import Store, StudyRecord
 from trainers.datasets import load_dataset
 from trainers.errors import ConfigError, Interrupted
 
@@ -104,7 +104,11 @@ def run_study(
             if resume:
                 stale = store.mark_stale_running(study.id)
                 names = [config.optuna_study_name(a) for a in config.arms()]
-                fail_stale_optuna_trials(storage, names)
+                # our rows are the truth: a result we stored but Optuna had not yet been told
+                # of (it is told asynchronously) is told now, not thrown away as FAIL
+                store.settle_stale_optuna_trials(
+                    storage, names, config.search_space.objective
+                )
                 store.set_study_status(config.name, StudyStatus.RUNNING, finished=False)
                 print(
                     f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out

@@ -525,6 +525,60 @@ class Store:
             ).all()
         return sorted(stale)
 
+    def settle_stale_optuna_trials(
+        self,
+        storage: optuna.storages.BaseStorage,
+        study_names: Iterable[str],
+        objective: str,
+    ) -> dict[str, list[int]]:
+        """End Optuna's RUNNING trials of these studies the way our rows say they ended.
+
+        Optuna is told asynchronously, after our row is written, so a driver killed in between
+        leaves a trial COMPLETE (or PRUNED) in our table and RUNNING in Optuna's. Our row is the
+        truth: such a trial gets its missing intermediate values (`objective` by epoch) and its
+        final value or state, so the sampler keeps the result. Every other RUNNING trial (ours
+        FAILED as stale, or no row at all: killed between ask and start) becomes FAIL. Returns
+        the Optuna trial ids by the state they were given: "COMPLETE", "PRUNED", "FAIL".
+        """
+        from optuna.trial import TrialState
+
+        settled: dict[str, list[int]] = {"COMPLETE": [], "PRUNED": [], "FAIL": []}
+        for name in study_names:
+            running = _running_optuna_trials(storage, name)
+            if not running:
+                continue
+            ids = [trial._trial_id for trial in running]
+            with self._reading() as session:
+                rows = {
+                    row.optuna_trial_id: row
+                    for row in session.execute(
+                        sa.select(_trials.c.id, _trials.c.optuna_trial_id, _trials.c.status).where(
+                            _trials.c.optuna_trial_id.in_(ids)
+                        )
+                    )
+                }
+            for trial in running:
+                row = rows.get(trial._trial_id)
+                status = row.status if row is not None else None
+                curve = self.metric_curve(row.id, objective) if row is not None else []
+                finite = [(epoch, value) for epoch, value in curve if math.isfinite(value)]
+                if status in (TrialStatus.COMPLETE, TrialStatus.PRUNED) and finite:
+                    for epoch, value in finite:
+                        if epoch not in trial.intermediate_values:
+                            storage.set_trial_intermediate_value(trial._trial_id, epoch, value)
+                if status == TrialStatus.COMPLETE and finite:
+                    storage.set_trial_state_values(
+                        trial._trial_id, state=TrialState.COMPLETE, values=[finite[-1][1]]
+                    )
+                    settled["COMPLETE"].append(trial._trial_id)
+                elif status == TrialStatus.PRUNED:
+                    storage.set_trial_state_values(trial._trial_id, state=TrialState.PRUNED)
+                    settled["PRUNED"].append(trial._trial_id)
+                else:
+                    storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                    settled["FAIL"].append(trial._trial_id)
+        return settled
+
     def get_trial(self, trial_id: int) -> TrialRecord:
         """The trial with id `trial_id`."""
         with self._reading() as session:
@@ -963,24 +1017,28 @@ def fail_stale_optuna_trials(
 ) -> list[int]:
     """Set Optuna's RUNNING trials of these studies to FAIL; return their Optuna trial ids.
 
-    The counterpart of `Store.mark_stale_running` for Optuna's own tables, so a resumed study's
-    sampler does not wait on trials nobody runs. Studies Optuna does not know are skipped.
+    For trials with no row of ours to go by; `Store.settle_stale_optuna_trials` is what a resume
+    uses, as it first finishes the trials our rows say ended. Studies Optuna does not know are
+    skipped.
     """
     from optuna.trial import TrialState
 
     failed: list[int] = []
     for name in study_names:
-        try:
-            optuna_study_id = storage.get_study_id_from_name(name)
-        except KeyError:
-            continue
-        running = storage.get_all_trials(
-            optuna_study_id, deepcopy=False, states=(TrialState.RUNNING,)
-        )
-        for trial in running:
+        for trial in _running_optuna_trials(storage, name):
             storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
             failed.append(trial._trial_id)
     return failed
+
+
+def _running_optuna_trials(storage: optuna.storages.BaseStorage, study_name: str) -> list:
+    from optuna.trial import TrialState
+
+    try:
+        optuna_study_id = storage.get_study_id_from_name(study_name)
+    except KeyError:
+        return []
+    return storage.get_all_trials(optuna_study_id, deepcopy=False, states=(TrialState.RUNNING,))
 
 
 def _typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:

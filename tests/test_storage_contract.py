@@ -572,6 +572,46 @@ def test_fail_stale_optuna_trials(storage_url):
     storage.engine.dispose()
 
 
+def test_settle_stale_optuna_trials_keeps_the_results_our_rows_hold(store, storage_url):
+    """A driver killed after writing our row but before Optuna was told: resume tells Optuna what
+    our row says (value and missing intermediate values), and fails only what never ended."""
+    from optuna.trial import TrialState
+
+    storage = optuna_storage(storage_url)
+    optuna_study = optuna.create_study(study_name="sweep/fraction=0.1", storage=storage,
+                                       direction="maximize")
+    study = _study(store)
+    asked = [optuna_study.ask() for _ in range(5)]
+    asked[0].report(0.25, 0)  # this one report reached Optuna before the kill
+    outcomes = ["COMPLETE", "PRUNED", "RUNNING", "FAILED"]  # asked[4] never got a row
+    for trial, outcome in zip(asked, outcomes):
+        row = store.start_trial(
+            study.id, arm="fraction=0.1", arm_factors={"fraction": 0.1}, number=None,
+            phase="search", params={}, config={}, config_hash=HASH_A, seed=0,
+            optuna_study_name="sweep/fraction=0.1", optuna_trial_id=trial._trial_id,
+        )
+        store.record_epochs(row, {0: {"val_acc": 0.25}, 1: {"val_acc": 0.5}})
+        if outcome != "RUNNING":
+            store.finish_trial(row, outcome, final_val_acc=0.5)
+    store.mark_stale_running(study.id)
+
+    settled = store.settle_stale_optuna_trials(storage, ["sweep/fraction=0.1", "unknown"], "val_acc")
+
+    ids = [trial._trial_id for trial in asked]
+    assert settled == {"COMPLETE": [ids[0]], "PRUNED": [ids[1]], "FAIL": ids[2:]}
+    frozen = {ft._trial_id: ft for ft in optuna_study.get_trials()}
+    assert [frozen[i].state for i in ids] == [TrialState.COMPLETE, TrialState.PRUNED] + [
+        TrialState.FAIL
+    ] * 3
+    assert frozen[ids[0]].value == 0.5
+    assert frozen[ids[0]].intermediate_values == {0: 0.25, 1: 0.5}
+    assert frozen[ids[1]].intermediate_values == {0: 0.25, 1: 0.5}
+    assert store.settle_stale_optuna_trials(storage, ["sweep/fraction=0.1"], "val_acc") == {
+        "COMPLETE": [], "PRUNED": [], "FAIL": []
+    }
+    storage.engine.dispose()
+
+
 def test_imported_trials_read_back_through_the_store_and_through_optuna(storage_url):
     """`import_trials` writes what a search would leave: our rows, metrics, and Optuna trials that
     `optuna.load_study` sees with the same states, params, values and intermediate values as
