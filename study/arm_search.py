@@ -23,6 +23,9 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from search_spaces import Arm
+from study.optuna_schema import (
+    TRIAL_ID_ATTR,  # re-exported: the link our trials' Optuna twins carry
+)
 from study.plan import StudyConfig
 from study.status import TERMINAL, Phase, TrialStatus
 from study.store import STALE_ERROR, Store, StudyRecord
@@ -32,9 +35,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports tr
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 __all__ = ["ArmSearch", "TrialSpec", "HASH_EXCLUDED", "TRIAL_ID_ATTR"]
-
-# The Optuna user attribute holding our trial's id (bootstudy_trials.id): optuna-dashboard shows it.
-TRIAL_ID_ATTR = "bootstudy_trial_id"
 
 # Fields that do not change what a trial computes: left out of the dedup hash.
 HASH_EXCLUDED = ("data_dir", "device", "eval_batch_size", "compile")

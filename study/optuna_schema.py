@@ -16,7 +16,10 @@ import sqlalchemy as sa
 
 from study.status import TrialStatus
 
-__all__ = ["OptunaTables", "optuna_tables", "OPTUNA_STATE"]
+__all__ = ["OptunaTables", "optuna_tables", "OPTUNA_STATE", "TRIAL_ID_ATTR"]
+
+# Links an Optuna trial to our row (bootstudy_trials.id); optuna-dashboard shows it.
+TRIAL_ID_ATTR = "bootstudy_trial_id"
 
 # Our trial status -> Optuna's TrialState name, as the search leaves Optuna's trials.
 OPTUNA_STATE = {

@@ -106,9 +106,7 @@ def run_study(
                 names = [config.optuna_study_name(a) for a in config.arms()]
                 # our rows are the truth: a result we stored but Optuna had not yet been told
                 # of (it is told asynchronously) is told now, not thrown away as FAIL
-                store.settle_stale_optuna_trials(
-                    storage, names, config.search_space.objective
-                )
+                store.settle_stale_optuna_trials(storage, names, config.search_space.objective)
                 store.set_study_status(config.name, StudyStatus.RUNNING, finished=False)
                 print(
                     f"resuming '{config.name}': {len(stale)} stale trial(s) marked FAILED", file=out

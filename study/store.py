@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from study import migrations
 from study.engine import BEGIN_IMMEDIATE, StorageError, make_engine, mask_password, normalize_url
 from study.engine import _one_line as _db_message
-from study.optuna_schema import OPTUNA_STATE, optuna_tables
+from study.optuna_schema import OPTUNA_STATE, TRIAL_ID_ATTR, optuna_tables
 from study.schema import (
     ARM_LENGTH,
     CODE_VERSION_LENGTH,
@@ -562,6 +562,8 @@ class Store:
                 status = row.status if row is not None else None
                 curve = self.metric_curve(row.id, objective) if row is not None else []
                 finite = [(epoch, value) for epoch, value in curve if math.isfinite(value)]
+                if row is not None and TRIAL_ID_ATTR not in trial.user_attrs:
+                    storage.set_trial_user_attr(trial._trial_id, TRIAL_ID_ATTR, row.id)
                 if status in (TrialStatus.COMPLETE, TrialStatus.PRUNED) and finite:
                     for epoch, value in finite:
                         if epoch not in trial.intermediate_values:

@@ -578,24 +578,35 @@ def test_settle_stale_optuna_trials_keeps_the_results_our_rows_hold(store, stora
     from optuna.trial import TrialState
 
     storage = optuna_storage(storage_url)
-    optuna_study = optuna.create_study(study_name="sweep/fraction=0.1", storage=storage,
-                                       direction="maximize")
+    optuna_study = optuna.create_study(
+        study_name="sweep/fraction=0.1", storage=storage, direction="maximize"
+    )
     study = _study(store)
     asked = [optuna_study.ask() for _ in range(5)]
     asked[0].report(0.25, 0)  # this one report reached Optuna before the kill
     outcomes = ["COMPLETE", "PRUNED", "RUNNING", "FAILED"]  # asked[4] never got a row
-    for trial, outcome in zip(asked, outcomes):
+    for trial, outcome in zip(asked[:4], outcomes, strict=True):
         row = store.start_trial(
-            study.id, arm="fraction=0.1", arm_factors={"fraction": 0.1}, number=None,
-            phase="search", params={}, config={}, config_hash=HASH_A, seed=0,
-            optuna_study_name="sweep/fraction=0.1", optuna_trial_id=trial._trial_id,
+            study.id,
+            arm="fraction=0.1",
+            arm_factors={"fraction": 0.1},
+            number=None,
+            phase="search",
+            params={},
+            config={},
+            config_hash=HASH_A,
+            seed=0,
+            optuna_study_name="sweep/fraction=0.1",
+            optuna_trial_id=trial._trial_id,
         )
         store.record_epochs(row, {0: {"val_acc": 0.25}, 1: {"val_acc": 0.5}})
         if outcome != "RUNNING":
             store.finish_trial(row, outcome, final_val_acc=0.5)
     store.mark_stale_running(study.id)
 
-    settled = store.settle_stale_optuna_trials(storage, ["sweep/fraction=0.1", "unknown"], "val_acc")
+    settled = store.settle_stale_optuna_trials(
+        storage, ["sweep/fraction=0.1", "unknown"], "val_acc"
+    )
 
     ids = [trial._trial_id for trial in asked]
     assert settled == {"COMPLETE": [ids[0]], "PRUNED": [ids[1]], "FAIL": ids[2:]}
@@ -606,8 +617,14 @@ def test_settle_stale_optuna_trials_keeps_the_results_our_rows_hold(store, stora
     assert frozen[ids[0]].value == 0.5
     assert frozen[ids[0]].intermediate_values == {0: 0.25, 1: 0.5}
     assert frozen[ids[1]].intermediate_values == {0: 0.25, 1: 0.5}
+    rows = {r.optuna_trial_id: r.id for r in store.trials_frame(study.name).itertuples()}
+    assert [frozen[i].user_attrs.get("bootstudy_trial_id") for i in ids] == [
+        rows[i] for i in ids[:4]
+    ] + [None]
     assert store.settle_stale_optuna_trials(storage, ["sweep/fraction=0.1"], "val_acc") == {
-        "COMPLETE": [], "PRUNED": [], "FAIL": []
+        "COMPLETE": [],
+        "PRUNED": [],
+        "FAIL": [],
     }
     storage.engine.dispose()
 
