@@ -22,9 +22,10 @@ from pathlib import Path
 from search_spaces import SPACES, get_space, list_spaces
 from search_spaces.designs import DESIGNS
 from study.base import load_base
-from study.plan import DEFAULT_STORAGE, StudyConfig, resolve_preset
+from study.plan import StudyConfig, resolve_preset
 from trainers.cli import ArgParser, parse_value, program, run_cli
 from trainers.errors import ConfigError
+from trainers.home import default_storage, runs_dir
 
 
 def build_parser() -> ArgParser:
@@ -41,7 +42,7 @@ def build_parser() -> ArgParser:
     p.add_argument("--data-dir", help="where the dataset lives (none: its own lookup order)")
     p.add_argument(
         "--storage",
-        default=DEFAULT_STORAGE,
+        default=default_storage(),
         help="SQL URL for results and Optuna; postgresql+psycopg://... for clusters",
     )
     p.add_argument(
@@ -75,7 +76,11 @@ def build_parser() -> ArgParser:
     p.add_argument("--address", help="join this Ray cluster (none: start Ray locally)")
     p.add_argument("--seed", type=int, default=0, help="sampler and trial seed")
     p.add_argument("--retries", type=int, default=0, help="re-runs of a trial that raised")
-    p.add_argument("--results-dir", default="runs", help="Ray results and reports go below it")
+    p.add_argument(
+        "--results-dir",
+        default=str(runs_dir()),
+        help="Ray results and reports go below it (BOOTSTUDY_HOME moves the default)",
+    )
     p.add_argument(
         "--set",
         action="append",

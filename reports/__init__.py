@@ -25,13 +25,14 @@ import re
 from pathlib import Path
 
 from trainers.errors import ConfigError
+from trainers.home import runs_dir
 
 __all__ = ["Report", "build_report", "default_out_path"]
 
 
 def default_out_path(study_name: str) -> Path:
     """runs/reports/<study>.html, with characters unsafe in file names replaced by '_'."""
-    return Path("runs") / "reports" / (re.sub(r"[^A-Za-z0-9._=,+-]", "_", study_name) + ".html")
+    return runs_dir() / "reports" / (re.sub(r"[^A-Za-z0-9._=,+-]", "_", study_name) + ".html")
 
 
 def build_report(study_name: str, storage_url: str, out_path: str | Path | None = None) -> Path:

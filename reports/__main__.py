@@ -6,8 +6,7 @@ Bad input (unknown study, bad URL, missing database) prints one line on stderr a
 from __future__ import annotations
 
 from trainers.cli import ArgParser, program, run_cli
-
-DEFAULT_STORAGE = "sqlite:///runs/studies.db"  # as run_study.py's (study.plan.DEFAULT_STORAGE)
+from trainers.home import default_storage
 
 
 def build_parser() -> ArgParser:
@@ -17,8 +16,8 @@ def build_parser() -> ArgParser:
         "as Markdown and LaTeX beside it.",
     )
     parser.add_argument("--study", required=True, help="study name, as run_study.py --study")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="the study's SQL URL")
-    parser.add_argument("--out", help="HTML path (none: runs/reports/<study>.html)")
+    parser.add_argument("--storage", default=default_storage(), help="the study's SQL URL")
+    parser.add_argument("--out", help="HTML path (none: <runs dir>/reports/<study>.html)")
     return parser
 
 

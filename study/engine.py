@@ -30,12 +30,12 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError
 
 from trainers.errors import BootstudyError
+from trainers.home import runs_dir
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
-    "DEFAULT_RUNS_DIR",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "POSTGRES_CONNECT_TIMEOUT_SECONDS",
     "StorageError",
@@ -45,7 +45,6 @@ __all__ = [
     "optuna_storage",
 ]
 
-DEFAULT_RUNS_DIR = Path("runs")  # SQLite files under here get their directory created for them
 SQLITE_BUSY_TIMEOUT_SECONDS = 30  # a writer waits this long for another writer, then fails
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5  # an unreachable server fails fast instead of hanging
 SCHEMA_RACE_SECONDS = 60  # how long a driver retries Optuna's table creation racing another one
@@ -161,7 +160,8 @@ def _schema_race(exc: DBAPIError) -> bool:
 def _check_sqlite_path(path: Path) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     where = f"cannot write the SQLite database at {path}"
-    if not directory.exists() and _is_under(directory, DEFAULT_RUNS_DIR):
+    # the runs directory (trainers.home) and a relative runs/ are ours: created on first use
+    if not directory.exists() and any(_is_under(directory, r) for r in (runs_dir(), Path("runs"))):
         directory.mkdir(parents=True, exist_ok=True)
     if not directory.exists():
         raise StorageError(f"{where}: directory {directory} does not exist")

@@ -12,11 +12,11 @@ from search_spaces import Arm, SearchSpace, get_space
 from search_spaces.designs import DESIGNS
 from trainers.config import MODEL_PRESETS, TrainConfig, strict_from_dict
 from trainers.errors import ConfigError
+from trainers.home import default_storage, runs_dir
 from trainers.modes import MODES, used_fields
 
-__all__ = ["StudyConfig", "DEFAULT_STORAGE", "resolve_preset", "asha_rungs"]
+__all__ = ["StudyConfig", "resolve_preset", "asha_rungs"]
 
-DEFAULT_STORAGE = "sqlite:///runs/studies.db"  # embedded, nothing to start
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
 # TrainConfig fields the study itself sets for every trial, and the option that sets them.
 STUDY_OWNED = {
@@ -35,7 +35,8 @@ class StudyConfig:
     preset: str  # smoke | cpu | gpu (resolved from auto)
     dataset: str = "fashion_mnist"  # what every trial trains on
     data_dir: str | None = None  # the dataset's own lookup order when None
-    storage: str = DEFAULT_STORAGE  # one SQL URL: our tables and Optuna's
+    # one SQL URL: our tables and Optuna's; SQLite (nothing to start) in the runs directory
+    storage: str = field(default_factory=default_storage)
     trials_per_arm: int | None = None  # None: the preset's budget
     epochs: int | None = None  # ASHA max_t; None: the preset's budget
     grace_epochs: int | None = None  # ASHA grace period; None: the preset's budget
@@ -47,7 +48,8 @@ class StudyConfig:
     address: str | None = None  # an existing Ray cluster; None starts Ray on this machine
     seed: int = 0  # TPE's seed and the trials' base seed
     retries: int = 0  # Ray re-runs of a trial that raised (NonFiniteLoss will raise again)
-    results_dir: str = "runs"  # Ray's results and the reports go below it
+    # Ray's results and the reports go below it (trainers.home: not the working directory)
+    results_dir: str = field(default_factory=lambda: str(runs_dir()))
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig values for every trial
     arm_values: dict[str, Any] = field(default_factory=dict)  # factor -> values, replacing the
     #                                                             preset's (e.g. other fractions)

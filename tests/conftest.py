@@ -21,6 +21,19 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _bootstudy_home(tmp_path_factory) -> Iterator[None]:
+    """Every default location (database, reports, Ray results) in a temporary runs directory: the
+    tests, and the commands they start, never write into the checkout's runs/."""
+    before = os.environ.get("BOOTSTUDY_HOME")
+    os.environ["BOOTSTUDY_HOME"] = str(tmp_path_factory.mktemp("bootstudy_home"))
+    yield
+    if before is None:
+        os.environ.pop("BOOTSTUDY_HOME", None)
+    else:
+        os.environ["BOOTSTUDY_HOME"] = before
+
+
 @functools.cache
 def postgres_unavailable() -> str | None:
     """Why the test PostgreSQL server cannot be used, or None when it can."""

@@ -85,7 +85,7 @@ def test_help_options_come_from_any_dataclass(tmp_path, monkeypatch):
                             "--design {factorial,ofat}",
                             "--preset {auto,smoke,cpu,gpu}", "(default: auto)",
                             "--seed SEED sampler and trial seed (default: 0)", "--no-report"]),
-        (["-m", "reports"], ["--study STUDY", "(default: sqlite:///runs/studies.db)", "--out"]),
+        (["-m", "reports"], ["--study STUDY", "studies.db)", "--out"]),
     ],
 )  # fmt: skip
 def test_study_and_report_help_list_every_option(command, options):

@@ -16,8 +16,9 @@ Where the files come from (the first that has them wins):
        Fashion-MNIST may be the four IDX files (.gz or not) in it or torchvision's layout in it
        (`FashionMNIST/raw/`).
     2. Fashion-MNIST only: Debian's package `dataset-fashion-mnist` (/usr/share/datasets/...).
-    3. The cache, BOOTSTUDY_CACHE or `runs/data` in the repository, downloading through torchvision
-       when the files are not there yet (when 1. is given, the download goes into that directory).
+    3. The cache, BOOTSTUDY_CACHE or `data/` in the runs directory (`trainers.home`), downloading
+       through torchvision when the files are not there yet (when 1. is given, the download goes
+       into that directory).
 
 Command line, used by the Makefile when Debian's package cannot be installed:
     python -m trainers.datasets --fetch fashion_mnist [--data-dir DIR]
@@ -44,6 +45,7 @@ import torch
 from torch import Tensor
 
 from trainers.errors import BootstudyError, ConfigError, DataError
+from trainers.home import runs_dir
 from trainers.registry import Registry
 
 __all__ = [
@@ -60,7 +62,6 @@ DEFAULT_DATASET = "fashion_mnist"  # ships with Debian, so studies run offline
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # package dataset-fashion-mnist
 DOWNLOAD_TIMEOUT_S = 60.0  # a stalled connection fails instead of hanging a study
 DEFAULT_FOLDER_SIZE = 64  # image_folder side in pixels when image_size is not given
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -153,8 +154,9 @@ def load_dataset(
 
 
 def cache_dir() -> Path:
-    """Where downloads go when no data directory is given: BOOTSTUDY_CACHE or runs/data."""
-    return Path(os.environ.get("BOOTSTUDY_CACHE") or REPO_ROOT / "runs" / "data")
+    """Where downloads go when no data directory is given: BOOTSTUDY_CACHE or `data/` in the
+    runs directory (`trainers.home`)."""
+    return Path(os.environ.get("BOOTSTUDY_CACHE") or runs_dir() / "data")
 
 
 def _given_dir(data_dir: str | os.PathLike | None) -> Path | None:
