@@ -77,6 +77,13 @@ def build_parser() -> ArgParser:
     p.add_argument("--seed", type=int, default=0, help="sampler and trial seed")
     p.add_argument("--retries", type=int, default=0, help="re-runs of a trial that raised")
     p.add_argument(
+        "--trial-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="fail a trial that trains longer than this (its finished epochs are kept; "
+        "none: no limit)",
+    )
+    p.add_argument(
         "--results-dir",
         default=str(runs_dir()),
         help="Ray results and reports go below it (BOOTSTUDY_HOME moves the default)",
@@ -168,6 +175,7 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
         address=args.address,
         seed=args.seed,
         retries=args.retries,
+        trial_timeout=args.trial_timeout,
         results_dir=args.results_dir,
         overrides=_pairs(args.overrides, "--set", as_list=False),
         arm_values=_pairs(args.arm_values, "--arm", as_list=True),

@@ -48,6 +48,8 @@ class StudyConfig:
     address: str | None = None  # an existing Ray cluster; None starts Ray on this machine
     seed: int = 0  # TPE's seed and the trials' base seed
     retries: int = 0  # Ray re-runs of a trial that raised (NonFiniteLoss will raise again)
+    # seconds one trial may train before it fails (a hung trial would hold its CPUs/GPU forever)
+    trial_timeout: float | None = None
     # Ray's results and the reports go below it (trainers.home: not the working directory)
     results_dir: str = field(default_factory=lambda: str(runs_dir()))
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig values for every trial
@@ -101,6 +103,12 @@ class StudyConfig:
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
             (self.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}"),
             (self.retries >= 0, f"--retries must be >= 0, got {self.retries}"),
+            (
+                self.trial_timeout is None
+                or (math.isfinite(self.trial_timeout) and self.trial_timeout > 0),
+                "--trial-timeout must be a positive number of seconds, got "
+                + (f"{self.trial_timeout:g}" if self.trial_timeout is not None else "none"),
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -36,6 +36,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 from ray.tune.search import Searcher
 
 from study.status import TrialStatus
+from study.watchdog import Watchdog, WatchdogSpec, timeout_message
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
 
@@ -337,6 +338,7 @@ class StoreCallback(tune.Callback):
         self.pending: dict[str, dict[int, dict[str, float]]] = {}
         self.flushed: dict[str, float] = {}
         self.open: dict[str, Any] = {}  # Ray trial id -> trial, started and not yet ended
+        self.trial_timeout: float | None = None  # --trial-timeout, set by run_trials
 
     def __getstate__(self) -> dict:  # see ArmSearcher.__getstate__
         return {}
@@ -426,11 +428,18 @@ class StoreCallback(tune.Callback):
         self.searcher.status.pop(trial.trial_id, None)
         payload = self.last.pop(trial.trial_id, None) or {}
         error = _error_text(trial)
+        seconds = self._seconds(trial)
+        if (
+            self.trial_timeout is not None
+            and seconds >= self.trial_timeout
+            and "TrialTimeout" not in error
+        ):  # stuck past the timeout in one C call: its worker ended itself, Ray saw a dead actor
+            error = f"{error}\nTrialTimeout: {timeout_message(self.trial_timeout)}"
         self.store.finish_trial(
             self.rows[trial.trial_id],
             TrialStatus.FAILED,
             error=error,
-            trial_seconds=self._seconds(trial),
+            trial_seconds=seconds,
             final_val_acc=(payload.get("metrics") or {}).get("val_acc"),
         )
         self.on_event(
@@ -494,8 +503,23 @@ def _dataset(data_ref: list | None):
     return _DATA[key]
 
 
-def _trial(config: dict[str, Any], data_ref=None, train_fn: TrainFn | None = None) -> None:
-    """Runs inside a Ray worker: train, report every epoch, the last one with the test results."""
+def _trial(
+    config: dict[str, Any],
+    data_ref=None,
+    train_fn: TrainFn | None = None,
+    watchdog: WatchdogSpec | None = None,
+) -> None:
+    """Runs inside a Ray worker: train, report every epoch, the last one with the test results.
+
+    `watchdog`: the driver's identity and --trial-timeout; the trial ends when the driver dies or
+    its time is up (study/watchdog.py)."""
+    if watchdog is None:
+        return _train_and_report(config, data_ref, train_fn)
+    with Watchdog(watchdog):
+        return _train_and_report(config, data_ref, train_fn)
+
+
+def _train_and_report(config: dict[str, Any], data_ref, train_fn: TrainFn | None) -> None:
     data = _dataset(data_ref)
     if train_fn is None:
         import torch  # only the real trainer needs it (stand-ins in tests and benches don't)
@@ -645,14 +669,21 @@ def run_trials(
     results_dir: str,
     train_fn: TrainFn | None = None,
     interrupt: Interrupt | None = None,
+    trial_timeout: float | None = None,
 ) -> None:
-    """Run the trials the searcher hands out until it says FINISHED (or `interrupt` stops them)."""
+    """Run the trials the searcher hands out until it says FINISHED (or `interrupt` stops them).
+
+    `trial_timeout`: seconds one trial may train; past it, it fails (its epochs kept)."""
     interrupt = interrupt or Interrupt()
     scheduler = scheduler or _Interruptible()
     scheduler.interrupt = searcher.interrupt = interrupt
     # The ref travels inside a list so Ray passes it unresolved; `_dataset` caches it per worker.
     data_ref = [ray.put(data)] if data is not None else None
-    trainable = tune.with_parameters(_trial, data_ref=data_ref, train_fn=train_fn)
+    callback.trial_timeout = trial_timeout
+    watchdog = WatchdogSpec.here(trial_timeout)  # workers also end when this driver dies
+    trainable = tune.with_parameters(
+        _trial, data_ref=data_ref, train_fn=train_fn, watchdog=watchdog
+    )
     trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     tuner = tune.Tuner(
         trainable,

@@ -160,6 +160,7 @@ RESOURCE_FIELDS = (
     "gpus_per_trial",
     "address",
     "retries",
+    "trial_timeout",
     "results_dir",
 )
 
@@ -272,6 +273,7 @@ class _Phases:
             results_dir=config.results_dir,
             train_fn=self.train_fn,
             interrupt=self.interrupt,
+            trial_timeout=config.trial_timeout,
         )
         self.search.drain()  # every Optuna write of the phase is in before the next phase asks
 

@@ -2,7 +2,7 @@
 (`run_cli`: exit codes, one-line errors), with stand-in trainers so a kill can be timed.
 
     python tests/reliability/driver.py STORAGE RESULTS_DIR NAME [--resume] [--trainer slow]
-        [--epochs 4] [--trials 3] [--final-seeds 0] [--seconds-per-epoch 0.5]
+        [--epochs 4] [--trials 3] [--final-seeds 0] [--seconds-per-epoch 0.5] [--pid-dir DIR]
 """
 
 from __future__ import annotations
@@ -42,11 +42,30 @@ def nan_trainer(config, report, data=None, seconds_per_epoch=0.0):
 
 
 def hanging_trainer(config, report, data=None, seconds_per_epoch=0.0):
-    """lr above 1e-3 hangs in epoch 2 (a deadlock)."""
+    """lr above 1e-3 hangs in epoch 2 inside one C call (a deadlock in a collective, say)."""
     if config.lr > 1e-3:
         report({"epoch": 1, "val_acc": curve_value(config, 1), "train_loss": 2.3})
         time.sleep(3600)
     return curve_trainer(config, report, data, seconds_per_epoch)
+
+
+def spinning_trainer(config, report, data=None, seconds_per_epoch=0.0):
+    """lr above 1e-3 never finishes epoch 2, in Python (a data loader waiting forever, say)."""
+    if config.lr > 1e-3:
+        report({"epoch": 1, "val_acc": curve_value(config, 1), "train_loss": 2.3})
+        while True:
+            time.sleep(0.05)
+    return curve_trainer(config, report, data, seconds_per_epoch)
+
+
+def pid_recording(trainer, directory: str):
+    """`trainer`, writing its worker's pid into `directory` first: tests look for survivors."""
+
+    def train(config, report, data=None, seconds_per_epoch=0.0):
+        Path(directory, str(os.getpid())).touch()
+        return trainer(config, report, data, seconds_per_epoch)
+
+    return train
 
 
 TRAINERS = {
@@ -54,6 +73,7 @@ TRAINERS = {
     "raising": raising_trainer,
     "nan": nan_trainer,
     "hanging": hanging_trainer,
+    "spinning": spinning_trainer,
 }
 
 
@@ -71,6 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--modes", default="vit,shared")
     p.add_argument("--extra", action="append", default=[], help="StudyConfig KEY=JSON")
+    p.add_argument("--pid-dir", help="trials write their worker's pid here")
     args = p.parse_args(argv)
     import json
 
@@ -91,7 +112,10 @@ def main(argv=None) -> int:
             **extra,
         )
     )
-    train = functools.partial(TRAINERS[args.trainer], seconds_per_epoch=args.seconds_per_epoch)
+    trainer = TRAINERS[args.trainer]
+    if args.pid_dir:
+        trainer = pid_recording(trainer, args.pid_dir)
+    train = functools.partial(trainer, seconds_per_epoch=args.seconds_per_epoch)
     from study.runner import run_study
 
     print(f"driver pid {os.getpid()}", flush=True)
