@@ -563,12 +563,18 @@ def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = True):
-    """Start (or join, with `address`) Ray; returns a function that shuts it down again."""
+    """Start (or join, with `address`) Ray; returns a function that shuts it down again.
+
+    A local Ray that is already up (started in a notebook, or once for a whole test session) is
+    used as it is and left running: its owner shuts it down, and each study saves Ray's start-up
+    and gets warm workers."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB per trial
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Ray Tune's SIGINT handler ends the run as if it had finished; `Interrupt` handles it.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    if address is None and ray.is_initialized():
+        return lambda: None
     kwargs: dict[str, Any] = dict(
         include_dashboard=False,
         log_to_driver=not quiet,

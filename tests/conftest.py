@@ -34,6 +34,18 @@ def _bootstudy_home(tmp_path_factory) -> Iterator[None]:
         os.environ["BOOTSTUDY_HOME"] = before
 
 
+@pytest.fixture(scope="session")
+def shared_ray() -> Iterator[None]:
+    """One local Ray for every in-process study of the session (`run_study` uses a Ray that is
+    already up): each study saves Ray's start-up (~8 s here) and finds warm workers. Studies that
+    run as subprocesses (the CLI, kills, interrupts) still start and stop their own."""
+    from study import ray_tune
+
+    shutdown = ray_tune.ray_session(None)
+    yield
+    shutdown()
+
+
 @functools.cache
 def postgres_unavailable() -> str | None:
     """Why the test PostgreSQL server cannot be used, or None when it can."""

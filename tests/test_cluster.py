@@ -184,6 +184,7 @@ def ray_head() -> Iterator[tuple[str, Path, dict[str, str]]]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow  # ~65 s: a real `ray start --head` and worker node (make test-slow, CI)
 def test_run_study_on_a_ray_cluster(ray_head, tmp_path):
     address, temp_dir, env = ray_head
     storage = f"sqlite:///{tmp_path / 'x.db'}"

@@ -26,6 +26,9 @@ from study.plan import StudyConfig
 from study.runner import run_study
 from study.testing import curve_trainer
 
+# in-process studies share one Ray (conftest.shared_ray)
+pytestmark = pytest.mark.usefixtures("shared_ray")
+
 DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
 STARTUP_SECONDS = 60  # the server imports optuna, bottle and plotly before it listens
 STATE_OF = {"COMPLETE": "Complete", "PRUNED": "Pruned", "FAILED": "Fail"}  # ours -> dashboard's

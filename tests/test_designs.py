@@ -25,6 +25,9 @@ from trainers.augment import batch_indices
 from trainers.config import TrainConfig
 from trainers.splits import class_balanced_indices, train_val_split
 
+# in-process studies share one Ray (conftest.shared_ray)
+pytestmark = pytest.mark.usefixtures("shared_ray")
+
 REPO = Path(__file__).resolve().parents[1]
 FACTORS = {"mode": ("vit", "shared", "joint"), "hint": (0.0, 5.0), "hint_decay": ("linear", "none")}
 

@@ -19,6 +19,9 @@ from study.runner import run_study
 from study.testing import seeded_trainer, seeded_value
 from trainers.config import TrainConfig
 
+# in-process studies share one Ray (conftest.shared_ray)
+pytestmark = pytest.mark.usefixtures("shared_ray")
+
 ARMS = {
     "t-v": {"preset": "tiny", "mode": "vit"},
     "t-s": {"preset": "tiny", "mode": "shared"},

@@ -26,6 +26,9 @@ from trainers.errors import ConfigError
 from trainers.modes import MODES, Mode, mode_specific_fields, register_mode, used_fields
 from trainers.training import train
 
+# in-process studies share one Ray (conftest.shared_ray)
+pytestmark = pytest.mark.usefixtures("shared_ray")
+
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # A value other than the default (preset tiny's, for preset fields) of each mode-specific field.
 OTHER_VALUE = {

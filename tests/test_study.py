@@ -28,6 +28,9 @@ from study.store import Store
 from study.testing import curve_trainer, curve_value, failing_shared_trainer
 from trainers.config import TrainConfig
 
+# in-process studies share one Ray (conftest.shared_ray)
+pytestmark = pytest.mark.usefixtures("shared_ray")
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 
@@ -207,6 +210,7 @@ KILLABLE_DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # ~85 s; tests/reliability/test_kills.py kills at more points, in CI
 def test_resume_after_sigkill_keeps_completed_trials_and_fails_stale_ones(tmp_path):
     db = tmp_path / "s.db"
     driver = subprocess.Popen(
