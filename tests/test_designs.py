@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import study_config
 
 from search_spaces import get_space
 from search_spaces.designs import factorial, ofat
@@ -61,16 +62,9 @@ def test_ofat_base_value_given_as_an_int_is_the_same_cell():
 
 
 def _config(tmp_path: Path, **changes) -> StudyConfig:
-    values = dict(
-        space="scale",
-        name="d",
-        preset="smoke",
-        storage=f"sqlite:///{tmp_path}/d.db",
-        results_dir=str(tmp_path),
-        concurrency=2,
+    return study_config(
+        tmp_path, db="d.db", **{"space": "scale", "name": "d", "concurrency": 2, **changes}
     )
-    values.update(changes)
-    return StudyConfig.from_dict(values)
 
 
 def test_study_arms_follow_the_design(tmp_path):

@@ -20,6 +20,7 @@ import functools
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SMALL_MODEL
 
 from trainers.agent import (
     factored_generalized_conv2d,
@@ -33,29 +34,11 @@ from trainers.errors import NonFiniteLoss
 from trainers.modes import MODES, used_fields
 from trainers.training import EpochTotals, Run, adamw, train_step
 
-SMALL = dict(  # a model small enough to step every mode in a second
-    img_size=16,
-    patch_size=4,
-    embed_dim=36,
-    depth=2,
-    num_heads=9,
-    mlp_ratio=2.0,
-    drop_rate=0.0,
-    agent_design="res_like",
-    batch_size=8,
-)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread per module
 
 
 def _run(mode: str, device: str = "cpu", **changes) -> Run:
-    cfg = TrainConfig(mode=mode, device=device, **{**used_fields(mode, SMALL), **changes})
+    cfg = TrainConfig(mode=mode, device=device, **{**used_fields(mode, SMALL_MODEL), **changes})
     torch.manual_seed(0)
     run = Run.create(cfg, 10, 3, 16, torch.device(device), n_train=64)
     for module in run.networks.values():
@@ -93,6 +76,16 @@ def _assert_close(a: dict, b: dict, rtol: float, atol: float):
         torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=atol, msg=key)
 
 
+def _assert_same_step(got: Run, want: Run, rtol: float = 1e-5, atol: float = 1e-6):
+    """One step of `got` on `_batch()` gives `want`'s loss terms to `rtol` and its gradients to
+    10 x `rtol` (one reduction more), both with slack `atol`. Defaults: float32 summation order."""
+    x, y = _batch()
+    got_terms, got_grads = _losses_and_grads(got, x, y)
+    want_terms, want_grads = _losses_and_grads(want, x, y)
+    _assert_close(got_terms, want_terms, rtol=rtol, atol=atol)
+    _assert_close(got_grads, want_grads, rtol=10 * rtol, atol=atol)
+
+
 # --- the agent's factored convolution -------------------------------------------------------------
 
 
@@ -126,11 +119,7 @@ def test_agent_factored_path_equals_the_dense_kernel_in_training(mode):
     plain = _run(mode)
     for block in plain.networks["agent"].blocks:
         block.dense_kernel = True
-    x, y = _batch()
-    fast_terms, fast_grads = _losses_and_grads(fast, x, y)
-    plain_terms, plain_grads = _losses_and_grads(plain, x, y)
-    _assert_close(fast_terms, plain_terms, rtol=1e-5, atol=1e-6)
-    _assert_close(fast_grads, plain_grads, rtol=1e-4, atol=1e-6)
+    _assert_same_step(fast, plain)
 
 
 # --- SDPA, fused AdamW ----------------------------------------------------------------------------
@@ -141,11 +130,7 @@ def test_vit_uses_sdpa_and_it_equals_explicit_attention():
     assert all(block.attn.fused_attn for block in fast.networks["vit"].blocks)
     for block in plain.networks["vit"].blocks:
         block.attn.fused_attn = False
-    x, y = _batch()
-    fast_terms, fast_grads = _losses_and_grads(fast, x, y)
-    plain_terms, plain_grads = _losses_and_grads(plain, x, y)
-    _assert_close(fast_terms, plain_terms, rtol=1e-5, atol=1e-6)
-    _assert_close(fast_grads, plain_grads, rtol=1e-4, atol=1e-6)
+    _assert_same_step(fast, plain)
 
 
 def test_fused_adamw_equals_the_default_adamw():
@@ -181,23 +166,15 @@ def test_compile_equals_eager_for_every_mode(mode, monkeypatch):
     monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
     compiled, eager = _run(mode, compile=True), _run(mode)
     assert compiled.forward is not compiled.mode.forward
-    x, y = _batch()
-    for _ in range(2):  # the second call reuses the graph
-        got_terms, got_grads = _losses_and_grads(compiled, x, y)
-    want_terms, want_grads = _losses_and_grads(eager, x, y)
-    _assert_close(got_terms, want_terms, rtol=1e-5, atol=1e-6)
-    _assert_close(got_grads, want_grads, rtol=1e-4, atol=1e-6)
+    _losses_and_grads(compiled, *_batch())  # captures the graph: the compared step reuses it
+    _assert_same_step(compiled, eager)
 
 
 @pytest.mark.slow
 def test_compile_with_inductor_equals_eager_in_shared_mode():
     torch._dynamo.reset()
     compiled, eager = _run("shared", compile=True), _run("shared")
-    x, y = _batch()
-    got_terms, got_grads = _losses_and_grads(compiled, x, y)
-    want_terms, want_grads = _losses_and_grads(eager, x, y)
-    _assert_close(got_terms, want_terms, rtol=1e-4, atol=1e-5)
-    _assert_close(got_grads, want_grads, rtol=1e-3, atol=1e-5)
+    _assert_same_step(compiled, eager, rtol=1e-4, atol=1e-5)
 
 
 # --- bf16 against fp32 ----------------------------------------------------------------------------

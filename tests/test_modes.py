@@ -13,10 +13,10 @@ import typing
 
 import pytest
 import torch
+from helpers import study_config
 
 from reports import figures
 from search_spaces import get_space
-from study.plan import StudyConfig
 from study.runner import run_study
 from study.store import Store
 from study.testing import TOY_MODE, ToyModeTrainer, register_toy_mode
@@ -169,19 +169,15 @@ def test_a_toy_mode_trains_through_train(toy_mode):
 
 def test_a_toy_mode_runs_through_a_smoke_study(toy_mode, tmp_path):
     """Real Ray, real SQLite: the toy mode is an arm like any other, its metrics are stored."""
-    config = StudyConfig.from_dict(
-        dict(
-            space="data_fraction",
-            name="toy",
-            preset="smoke",
-            storage=f"sqlite:///{tmp_path}/s.db",
-            results_dir=str(tmp_path),
-            trials_per_arm=2,
-            epochs=2,
-            final_seeds=0,
-            concurrency=2,
-            arm_values={"mode": [TOY_MODE], "data_fraction": [0.02]},
-        )
+    config = study_config(
+        tmp_path,
+        space="data_fraction",
+        name="toy",
+        trials_per_arm=2,
+        epochs=2,
+        final_seeds=0,
+        concurrency=2,
+        arm_values={"mode": [TOY_MODE], "data_fraction": [0.02]},
     )
     run_study(config, command="test", train_fn=ToyModeTrainer(), out=io.StringIO())
     store = Store.open(config.storage)

@@ -16,6 +16,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SMALL_MODEL  # ~50 cases: see there why this size
 
 from trainers.config import TrainConfig, field_choices
 from trainers.errors import PrecisionError
@@ -27,20 +28,6 @@ from trainers.training import Run, train_step
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOW = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# A model small enough for ~50 cases: 16 px, patch 4 (a 4x4 grid), two blocks; the res_like agent
-# pools after block 0, so block 1's hint compares 16 ViT tokens with 4 agent tokens (resampled).
-SMALL_MODEL = dict(
-    img_size=16,
-    patch_size=4,
-    embed_dim=36,
-    depth=2,
-    num_heads=9,
-    mlp_ratio=2.0,
-    drop_rate=0.0,
-    agent_design="res_like",
-    agent_stem="vit_like",
-    batch_size=8,
-)
 LOSS_OPTIONS = ("hint_distance", "resample", "grad_align")  # every value of each, where used
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from helpers import study_config
 from optuna.trial import TrialState
 
 from study.audit import audit_study
@@ -39,9 +40,6 @@ def _config(tmp_path: Path, name: str = "s", **changes) -> StudyConfig:
     values = dict(
         space="data_fraction",
         name=name,
-        preset="smoke",
-        storage=f"sqlite:///{tmp_path}/s.db",
-        results_dir=str(tmp_path),
         trials_per_arm=3,
         epochs=4,
         grace_epochs=1,
@@ -51,7 +49,7 @@ def _config(tmp_path: Path, name: str = "s", **changes) -> StudyConfig:
         arm_values={"mode": ["vit", "shared"], "data_fraction": [0.1, 1.0]},
     )
     values.update(changes)
-    return StudyConfig.from_dict(values)
+    return study_config(tmp_path, **values)
 
 
 def _run(config: StudyConfig, train_fn=curve_trainer, **kw):
@@ -274,13 +272,7 @@ def test_resume_after_sigkill_keeps_completed_trials_and_fails_stale_ones(tmp_pa
     )
     assert duplicates == []
     assert _rows(db, "select status from bootstudy_studies") == [("FINISHED",)]
-    config = StudyConfig(
-        space="optimizer",
-        name="k",
-        preset="smoke",
-        storage=f"sqlite:///{db}",
-        results_dir=str(tmp_path),
-    )
+    config = study_config(tmp_path, space="optimizer", name="k")  # the driver's, as it wrote db
     frozen = [ft for arm in _optuna_trials(config).values() for ft in arm]
     states = [ft.state for ft in frozen]
     assert states.count(TrialState.COMPLETE) == 8
