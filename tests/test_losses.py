@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import small_vit
 
 from trainers.agent import SharedAgent
 from trainers.errors import ConfigError
 from trainers.losses import hint_loss, hint_weight, kd_loss, resample_tokens
 from trainers.pcgrad import aligned_backward, project_conflicting
-from trainers.vit import build_vit, vit_forward_features
+from trainers.vit import vit_forward_features
 
 # ----------------------------------------------------------------------------------------------
 # Knowledge distillation
@@ -221,20 +222,7 @@ def test_aligned_backward_without_conflict_is_the_plain_sum_and_accumulates():
 
 
 def test_aligned_backward_on_the_shared_agent_never_opposes_the_vit():
-    torch.manual_seed(0)
-    vit = build_vit(
-        img_size=16,
-        patch_size=4,
-        in_chans=1,
-        num_classes=5,
-        embed_dim=36,
-        depth=2,
-        num_heads=9,
-        mlp_ratio=2.0,
-        drop_rate=0.0,
-        attn_drop_rate=0.0,
-        drop_path_rate=0.0,
-    )
+    vit = small_vit(num_classes=5)  # seeded 0
     agent = SharedAgent(vit, design="base", stem="vit_like", norm="pre", num_classes=5, in_chans=1)
     x, y = torch.randn(8, 1, 16, 16), torch.randint(0, 5, (8,))
     shared = agent.shared_parameters()

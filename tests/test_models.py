@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SMALL_SHAPE, small_vit
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -25,16 +28,6 @@ from trainers.agent import (
 )
 from trainers.errors import ConfigError
 from trainers.vit import build_vit, vit_forward_features
-
-TINY = dict(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=36, depth=2)
-
-
-def tiny_vit(num_heads: int = 9, seed: int = 0, **overrides) -> nn.Module:
-    torch.manual_seed(seed)
-    kwargs = dict(TINY, num_heads=num_heads, mlp_ratio=2.0, drop_rate=0.0, attn_drop_rate=0.0)
-    kwargs["drop_path_rate"] = 0.0
-    kwargs.update(overrides)
-    return build_vit(**kwargs)
 
 
 def randomize_biases(module: nn.Module, seed: int = 1) -> None:
@@ -59,7 +52,7 @@ def count(module: nn.Module) -> int:
 
 
 def test_vit_forward_features_matches_timm_exactly():
-    vit = tiny_vit().eval()
+    vit = small_vit().eval()
     x = torch.randn(3, 1, 16, 16)
     logits, tokens = vit_forward_features(vit, x)
     assert torch.equal(logits, vit(x))
@@ -71,7 +64,7 @@ def test_vit_forward_features_matches_timm_exactly():
 
 
 def test_vit_is_prenorm_with_class_token_and_qkv_bias():
-    vit = tiny_vit()
+    vit = small_vit()
     assert vit.cls_token is not None and vit.pos_embed.shape == (1, 17, 36)
     assert vit.blocks[0].attn.qkv.bias is not None
     assert vit.blocks[0].attn.qkv.weight.shape == (3 * 36, 36)
@@ -87,7 +80,7 @@ def test_vit_is_prenorm_with_class_token_and_qkv_bias():
 )
 def test_vit_impossible_configs_raise_config_error(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        tiny_vit(**overrides)
+        small_vit(**overrides)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,7 +126,7 @@ def test_agent_attention_is_vit_attention_with_impulse_maps(num_heads):
     """The derivation of M_h and of the bias from timm's own weights: the attention block with
     head h's attention map replaced by the impulse at offset(h), over a zero-padded token grid
     (rows still sum to 1; a padding token is x = 0, whose value is b_v), equals the conv."""
-    vit = tiny_vit(num_heads=num_heads).double()
+    vit = small_vit(num_heads=num_heads).double()
     randomize_biases(vit)
     attn, agent = vit.blocks[0].attn, shared(vit).double()
     k, height, width, dim = conv_kernel_size(num_heads), 4, 4, 36
@@ -170,7 +163,7 @@ def test_head_matrices_by_hand():
 
 
 def test_agent_only_step_moves_value_proj_mlp_but_not_query_key_or_patch_embed():
-    vit = tiny_vit()
+    vit = small_vit()
     agent = shared(vit)
     before = {name: p.detach().clone() for name, p in vit.named_parameters()}
     optimizer = torch.optim.SGD(list(vit.parameters()) + list(agent.parameters()), lr=0.5)
@@ -196,7 +189,7 @@ def test_agent_only_step_moves_value_proj_mlp_but_not_query_key_or_patch_embed()
 
 
 def test_agent_does_not_register_vit_parameters():
-    vit = tiny_vit()
+    vit = small_vit()
     agent = shared(vit, design="res_like", stem="resnet_like")
     vit_ids = {id(p) for p in vit.parameters()}
     assert not vit_ids & {id(p) for p in agent.parameters()}
@@ -233,7 +226,7 @@ COMBOS = [(d, s, n) for d in ("base", "res_like") for s in AGENT_STEMS for n in 
 
 @pytest.mark.parametrize("design, stem, norm", COMBOS)
 def test_every_agent_parameter_gets_a_finite_gradient(design, stem, norm):
-    vit = tiny_vit(num_heads=4)  # k = 2
+    vit = small_vit(num_heads=4)  # k = 2
     agent = shared(vit, design=design, stem=stem, norm=norm)
     logits, features = agent(torch.randn(4, 1, 16, 16))
     assert logits.shape == (4, 10)
@@ -248,7 +241,7 @@ def test_every_agent_parameter_gets_a_finite_gradient(design, stem, norm):
 
 
 def test_eval_mode_is_deterministic_and_norm_placement_matters():
-    vit = tiny_vit().eval()
+    vit = small_vit().eval()
     x = torch.randn(4, 1, 16, 16)
     pre, post = shared(vit, norm="pre"), shared(vit, norm="post")
     post.load_state_dict(pre.state_dict())  # same own parameters, only the placement differs
@@ -261,7 +254,7 @@ def test_eval_mode_is_deterministic_and_norm_placement_matters():
 
 
 def test_res_like_grid_shrinks_four_times_per_pool():
-    vit = tiny_vit(depth=3)
+    vit = small_vit(depth=3)
     agent = shared(vit, design="res_like")
     _, features = agent(torch.randn(2, 1, 16, 16))
     assert agent.feature_grids == ((4, 4), (2, 2), (1, 1))
@@ -271,7 +264,7 @@ def test_res_like_grid_shrinks_four_times_per_pool():
 
 
 def test_features_are_taken_before_the_blocks_pooling():
-    vit = tiny_vit().eval()
+    vit = small_vit().eval()
     agent = shared(vit, design="res_like").eval()
     x = torch.randn(2, 1, 16, 16)
     with torch.no_grad():
@@ -288,7 +281,7 @@ def test_features_are_taken_before_the_blocks_pooling():
 )
 def test_resnet_stem_stride_rule(patch, strides, img):
     assert resnet_stem_strides(patch) == strides
-    vit = tiny_vit(patch_size=patch, img_size=img)
+    vit = small_vit(patch_size=patch, img_size=img)
     agent = shared(vit, stem="resnet_like")
     stride = strides[0] * strides[1] * strides[2]
     assert agent.feature_grids[0] == (img // stride, img // stride)
@@ -297,18 +290,16 @@ def test_resnet_stem_stride_rule(patch, strides, img):
 
 
 def test_config_errors():
-    vit = tiny_vit(img_size=8)  # 2x2 grid: one pooling fits, a second would go below 1x1
+    vit = small_vit(img_size=8)  # 2x2 grid: one pooling fits, a second would go below 1x1
     with pytest.raises(ConfigError, match="below 1x1"):
         shared(vit, design="res_like")
-    vit = tiny_vit()
+    vit = small_vit()
     for option, value in (("design", "nope"), ("stem", "nope"), ("norm", "sandwich")):
         with pytest.raises(ConfigError, match=f"unknown (agent )?{option} '?{value}"):
             shared(vit, **{option: value})
     with pytest.raises(ConfigError, match="does not divide"):
         StandaloneAgent(
-            **dict(TINY, patch_size=3),
-            num_heads=9,
-            mlp_ratio=2.0,
+            dataclasses.replace(SMALL_SHAPE, patch_size=3),
             design="base",
             stem="vit_like",
             norm="pre",
@@ -334,7 +325,7 @@ def test_design_registry():
             return (depth - 1,)
 
         assert AGENT_DESIGNS["pool_last_test"].pool_blocks(3) == (2,)
-        assert shared(tiny_vit(), design="pool_last_test").feature_grids == ((4, 4), (4, 4))
+        assert shared(small_vit(), design="pool_last_test").feature_grids == ((4, 4), (4, 4))
     finally:
         AGENT_DESIGNS.pop("pool_last_test", None)
 
@@ -343,11 +334,9 @@ def test_design_registry():
 # Standalone agent
 
 
-def standalone(num_heads=9, **overrides):
-    kwargs = dict(TINY, num_heads=num_heads, mlp_ratio=2.0, design="res_like", stem="vit_like")
-    kwargs["norm"] = "pre"
-    kwargs.update(overrides)
-    return StandaloneAgent(**kwargs)
+def standalone(num_heads=9, norm="pre"):
+    shape = dataclasses.replace(SMALL_SHAPE, num_heads=num_heads)
+    return StandaloneAgent(shape, design="res_like", stem="vit_like", norm=norm)
 
 
 def test_standalone_agent_owns_exactly_what_it_uses():
@@ -363,7 +352,7 @@ def test_standalone_agent_owns_exactly_what_it_uses():
 
 
 def test_standalone_with_the_vits_weights_equals_the_shared_agent():
-    vit = tiny_vit(num_heads=6)
+    vit = small_vit(num_heads=6)
     randomize_biases(vit)
     agent = shared(vit, design="res_like", norm="post").eval()
     alone = standalone(num_heads=6, norm="post").eval()

@@ -44,6 +44,7 @@ from torch import nn
 
 from trainers.errors import ConfigError
 from trainers.registry import Registry
+from trainers.vit import ViTShape
 
 __all__ = [
     "AGENT_DESIGNS",
@@ -364,21 +365,11 @@ class AgentCNN(nn.Module):
     module, and its pooling is a separate module); `feature_grids[i]` is that block's (h, w).
     """
 
-    def __init__(
-        self,
-        *,
-        img_size: int,
-        patch_size: int,
-        in_chans: int,
-        num_classes: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        design: str,
-        stem: str,
-        norm: str,
-    ):
+    def __init__(self, shape: ViTShape, *, design: str, stem: str, norm: str):
+        # shape.mlp_ratio is not read here: only StandaloneAgent owns MLP weights to size.
         super().__init__()
+        img_size, patch_size, embed_dim = shape.img_size, shape.patch_size, shape.embed_dim
+        depth, num_heads = shape.depth, shape.num_heads
         chosen = AGENT_DESIGNS.lookup(design)  # unknown: one line naming the choices
         if stem not in AGENT_STEMS:
             raise ConfigError(f"agent: unknown stem {stem!r} (known: {list(AGENT_STEMS)})")
@@ -389,7 +380,7 @@ class AgentCNN(nn.Module):
         self.design, self.stem_name, self.norm_name = design, stem, norm
         self.num_heads = num_heads
         self.pool_after = chosen.pool_blocks(depth)
-        self.stem, stride = _build_stem(stem, in_chans, embed_dim, patch_size)
+        self.stem, stride = _build_stem(stem, shape.in_chans, embed_dim, patch_size)
         self.feature_grids = _feature_grids(img_size // stride, depth, self.pool_after, design)
         self.blocks = nn.ModuleList(
             AgentBlock(embed_dim, num_heads, pre_norm=norm == "pre") for _ in range(depth)
@@ -399,7 +390,7 @@ class AgentCNN(nn.Module):
             nn.GELU(),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(1),
-            nn.Linear(embed_dim, num_classes),
+            nn.Linear(embed_dim, shape.num_classes),
         )
 
     def block_weights(self, index: int) -> BlockWeights:
@@ -459,19 +450,18 @@ class SharedAgent(AgentCNN):
         in_chans: int,
     ):
         _check_supported_vit(vit)
-        first_attn = vit.blocks[0].attn
-        super().__init__(
+        first_block = vit.blocks[0]
+        shape = ViTShape(
             img_size=vit.patch_embed.img_size[0],
             patch_size=vit.patch_embed.patch_size[0],
             in_chans=in_chans,
             num_classes=num_classes,
             embed_dim=vit.embed_dim,
             depth=len(vit.blocks),
-            num_heads=first_attn.num_heads,
-            design=design,
-            stem=stem,
-            norm=norm,
+            num_heads=first_block.attn.num_heads,
+            mlp_ratio=first_block.mlp.fc1.out_features / vit.embed_dim,
         )
+        super().__init__(shape, design=design, stem=stem, norm=norm)
         object.__setattr__(self, "_vit", vit)  # not a submodule: see the class docstring
 
     @property
@@ -554,42 +544,20 @@ class _OwnBlockWeights(nn.Module):
 class StandaloneAgent(AgentCNN):
     """The agent with its own weights (agent-alone and joint modes), same architecture."""
 
-    def __init__(
-        self,
-        *,
-        img_size: int,
-        patch_size: int,
-        in_chans: int,
-        num_classes: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float,
-        design: str,
-        stem: str,
-        norm: str,
-    ):
+    def __init__(self, shape: ViTShape, *, design: str, stem: str, norm: str):
+        embed_dim, num_heads = shape.embed_dim, shape.num_heads
         if embed_dim % num_heads:
             raise ConfigError(
                 f"agent: embed_dim {embed_dim} is not divisible by num_heads {num_heads}"
             )
-        hidden_dim = int(embed_dim * mlp_ratio)
+        hidden_dim = int(embed_dim * shape.mlp_ratio)
         if hidden_dim < 1:
-            raise ConfigError(f"agent: mlp_ratio must give a hidden width >= 1, got {mlp_ratio}")
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            num_classes=num_classes,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            design=design,
-            stem=stem,
-            norm=norm,
-        )
+            raise ConfigError(
+                f"agent: mlp_ratio must give a hidden width >= 1, got {shape.mlp_ratio}"
+            )
+        super().__init__(shape, design=design, stem=stem, norm=norm)
         self.block_params = nn.ModuleList(
-            _OwnBlockWeights(embed_dim, hidden_dim) for _ in range(depth)
+            _OwnBlockWeights(embed_dim, hidden_dim) for _ in range(shape.depth)
         )
         self.act = nn.GELU()  # timm's ViT default activation
 

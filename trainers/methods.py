@@ -19,6 +19,8 @@ counterpart in the agent's 1x1 convolutions).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
@@ -27,9 +29,20 @@ from trainers.dhvt import dhvt_parts
 from trainers.init_schemes import apply_init
 from trainers.precision import autocast, grad_scaler
 from trainers.ssl import DinoSettings, dino_pretrain
-from trainers.vit import build_vit
+from trainers.vit import ViTShape, build_vit
 
-__all__ = ["build_method_vit", "dino_settings", "ssl_phase"]
+__all__ = ["build_method_vit", "dino_settings", "ssl_phase", "vit_shape"]
+
+
+# The ViTShape fields a TrainConfig holds under the same names (the data fixes the others).
+_CONFIG_SHAPE_FIELDS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+
+
+def vit_shape(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int) -> ViTShape:
+    """The run's ViT geometry (its agent's too): the data fixes classes, channels and image size,
+    `cfg` the rest, under the same names."""
+    from_cfg = {name: getattr(cfg, name) for name in _CONFIG_SHAPE_FIELDS}
+    return ViTShape(img_size=img_size, in_chans=in_chans, num_classes=num_classes, **from_cfg)
 
 
 def build_method_vit(
@@ -45,14 +58,7 @@ def build_method_vit(
         pool=cfg.pool,
     )
     vit = build_vit(
-        img_size=img_size,
-        patch_size=cfg.patch_size,
-        in_chans=in_chans,
-        num_classes=num_classes,
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
+        **dataclasses.asdict(vit_shape(cfg, num_classes, in_chans, img_size)),
         drop_rate=cfg.drop_rate,
         attn_drop_rate=cfg.attn_drop_rate,
         drop_path_rate=cfg.drop_path_rate,

@@ -242,28 +242,16 @@ def vit_from_config(cfg: TrainConfig, num_classes: int, in_chans: int, img_size:
     return build_method_vit(cfg, num_classes, in_chans, img_size)
 
 
-def _agent_options(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict:
-    return dict(
-        design=cfg.agent_design,
-        stem=cfg.agent_stem,
-        norm=cfg.agent_norm,
-        num_classes=num_classes,
-        in_chans=in_chans,
-    )
+def _agent_options(cfg: TrainConfig) -> dict:
+    return dict(design=cfg.agent_design, stem=cfg.agent_stem, norm=cfg.agent_norm)
 
 
 def agent_from_config(cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int):
+    """The standalone agent, shaped as the run's ViT would be."""
     from trainers.agent import StandaloneAgent
+    from trainers.methods import vit_shape
 
-    return StandaloneAgent(
-        img_size=img_size,
-        patch_size=cfg.patch_size,
-        embed_dim=cfg.embed_dim,
-        depth=cfg.depth,
-        num_heads=cfg.num_heads,
-        mlp_ratio=cfg.mlp_ratio,
-        **_agent_options(cfg, num_classes, in_chans),
-    )
+    return StandaloneAgent(vit_shape(cfg, num_classes, in_chans, img_size), **_agent_options(cfg))
 
 
 @register_mode("vit")
@@ -374,7 +362,9 @@ class SharedMode(PairMode):
     def build_agent(self, vit, num_classes, in_chans, img_size):
         from trainers.agent import SharedAgent
 
-        return SharedAgent(vit, **_agent_options(self.cfg, num_classes, in_chans))
+        return SharedAgent(
+            vit, num_classes=num_classes, in_chans=in_chans, **_agent_options(self.cfg)
+        )
 
     def backward(self, terms):
         """grad_align=pcgrad: the agent's gradient on the shared weights is projected off the

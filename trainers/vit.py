@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -21,9 +22,25 @@ from torch import nn
 
 from trainers.errors import ConfigError
 
-__all__ = ["POOLS", "build_vit", "vit_forward_features"]
+__all__ = ["POOLS", "ViTShape", "build_vit", "vit_forward_features"]
 
 POOLS = ("cls", "gap")  # class token (the paper's ViT) | global average pooling, no class token
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    """The numbers that fix a ViT's layers: `build_vit`'s first arguments (as keywords:
+    ``build_vit(**dataclasses.asdict(shape), ...)``), and what the agent built to match that ViT
+    is sized by (trainers.agent)."""
+
+    img_size: int
+    patch_size: int
+    in_chans: int
+    num_classes: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_ratio: float
 
 
 def build_vit(
