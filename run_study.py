@@ -144,6 +144,26 @@ def _pairs(items: list[str], option: str, as_list: bool) -> dict:
     return out
 
 
+# Options that are StudyConfig fields of the same name, taken as given (resolve derives the rest).
+_STORED_AS_GIVEN = (
+    "dataset",
+    "data_dir",
+    "storage",
+    "epochs",
+    "grace_epochs",
+    "reduction_factor",
+    "final_seeds",
+    "concurrency",
+    "cpus_per_trial",
+    "address",
+    "seed",
+    "retries",
+    "trial_timeout",
+    "results_dir",
+    "design",
+)
+
+
 def resolve(args) -> tuple[StudyConfig, str | None]:
     if not args.space:
         raise ConfigError("--space is required (see --list-spaces)")
@@ -161,26 +181,12 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
         space=args.space,
         name=name,
         preset=preset,
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        storage=args.storage,
         trials_per_arm=args.trials,
-        epochs=args.epochs,
-        grace_epochs=args.grace_epochs,
-        reduction_factor=args.reduction_factor,
-        final_seeds=args.final_seeds,
-        concurrency=args.concurrency,
-        cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=gpus,
-        address=args.address,
-        seed=args.seed,
-        retries=args.retries,
-        trial_timeout=args.trial_timeout,
-        results_dir=args.results_dir,
         overrides=_pairs(args.overrides, "--set", as_list=False),
         arm_values=_pairs(args.arm_values, "--arm", as_list=True),
-        design=args.design,
         base=load_base(args.base, args.storage) if args.base else None,
+        **{field: getattr(args, field) for field in _STORED_AS_GIVEN},
     )
     from study.engine import normalize_url  # SQLAlchemy: only once the options parsed
 
