@@ -20,6 +20,46 @@ JOINT_WEIGHTS = {"cls_vit": 1.0, "cls_agent": 1.0, "kd_vit": 1.0, "kd_agent": 1.
 CPU_EVAL = {"max_eval_images": 2000}
 
 
+def smoke_budget(
+    trials_per_arm: int = 1,
+    *,
+    final_seeds: int = 0,
+    arms: dict | None = None,
+    overrides: dict | None = None,
+) -> Budget:
+    """The smoke preset's budget: two epochs, ASHA's first cut after one, 1,000 evaluation images;
+    `overrides` add to those."""
+    return Budget(
+        trials_per_arm=trials_per_arm,
+        epochs=2,
+        grace_epochs=1,
+        final_seeds=final_seeds,
+        arms=arms or {},
+        overrides={**(overrides or {}), "max_eval_images": 1000},
+    )
+
+
+def full_runs(
+    epochs: int,
+    *,
+    final_seeds: int = 3,
+    model_preset: str = "tiny",
+    arms: dict | None = None,
+    overrides: dict | None = None,
+) -> Budget:
+    """A designed study's budget: one run per arm and seed, each trained for all `epochs` (the
+    grace period is the whole run, so ASHA stops none early)."""
+    return Budget(
+        trials_per_arm=1,
+        epochs=epochs,
+        grace_epochs=epochs,
+        final_seeds=final_seeds,
+        model_preset=model_preset,
+        arms=arms or {},
+        overrides=overrides or {},
+    )
+
+
 def budgets(
     trials: tuple[int, int, int],
     *,
@@ -38,13 +78,7 @@ def budgets(
     smoke_fraction = {"data_fraction": 0.02} if data_fraction is not None else {}
     gpu_fraction = {"data_fraction": min(1.0, 2 * data_fraction)} if data_fraction else {}
     return {
-        "smoke": Budget(
-            trials_per_arm=trials[0],
-            epochs=2,
-            grace_epochs=1,
-            arms=smoke_arms or {},
-            overrides={**smoke_fraction, "max_eval_images": 1000},
-        ),
+        "smoke": smoke_budget(trials[0], arms=smoke_arms, overrides=smoke_fraction),
         "cpu": Budget(
             trials_per_arm=trials[1],
             epochs=6,
@@ -197,25 +231,15 @@ def scale() -> SearchSpace:
         search=(),
         baseline={"mode": "vit"},
         budgets={
-            "smoke": Budget(
-                trials_per_arm=1,
-                epochs=2,
-                grace_epochs=1,
-                final_seeds=2,
-                arms={"preset": ("tiny",), "data_fraction": (0.02,)},
-                overrides={"max_eval_images": 1000},
+            "smoke": smoke_budget(
+                final_seeds=2, arms={"preset": ("tiny",), "data_fraction": (0.02,)}
             ),
-            "cpu": Budget(
-                trials_per_arm=1,
-                epochs=40,  # the issue's budget: at fewer epochs both arms are far from done
-                grace_epochs=40,
-                final_seeds=3,
+            "cpu": full_runs(
+                40,  # the issue's budget: at fewer epochs both arms are far from done
                 arms={"preset": ("tiny", "mid"), "data_fraction": (0.05,)},
                 overrides=CPU_EVAL,
             ),
-            "gpu": Budget(
-                trials_per_arm=1, epochs=100, grace_epochs=100, final_seeds=3, model_preset="vit_s"
-            ),
+            "gpu": full_runs(100, model_preset="vit_s"),
         },
     )
 
@@ -251,29 +275,11 @@ def paper_table4() -> SearchSpace:
         search=(),
         baseline={"mode": "vit"},
         budgets={
-            "smoke": Budget(
-                trials_per_arm=1,
-                epochs=2,
-                grace_epochs=1,
-                final_seeds=1,
-                overrides={"data_fraction": 0.02, "max_eval_images": 1000},
+            "smoke": smoke_budget(final_seeds=1, overrides={"data_fraction": 0.02}),
+            "cpu": full_runs(  # vit_s on CPU, reduced: 2% data, 10 epochs
+                10, model_preset="vit_s", overrides={"data_fraction": 0.02, **CPU_EVAL}
             ),
-            "cpu": Budget(  # vit_s on CPU, reduced: 2% data, 10 epochs
-                trials_per_arm=1,
-                epochs=10,
-                grace_epochs=10,
-                final_seeds=3,
-                model_preset="vit_s",
-                overrides={"data_fraction": 0.02, **CPU_EVAL},
-            ),
-            "gpu": Budget(
-                trials_per_arm=1,
-                epochs=100,
-                grace_epochs=100,
-                final_seeds=3,
-                model_preset="vit_s",
-                overrides={"data_fraction": 0.1},
-            ),
+            "gpu": full_runs(100, model_preset="vit_s", overrides={"data_fraction": 0.1}),
         },
     )
 
