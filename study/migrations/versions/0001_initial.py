@@ -9,12 +9,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from study.migrations.frozen_0001 import TRIAL_STATUSES, WHEN, trials_table_items
+
 revision = "0001_initial"
 down_revision = None
 branch_labels = None
 depends_on = None
-
-_WHEN = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
@@ -28,8 +28,8 @@ def upgrade() -> None:
         sa.Column("command", sa.Text, nullable=False),
         sa.Column("config_json", sa.Text, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("created_at", _WHEN, nullable=False),
-        sa.Column("finished_at", _WHEN, nullable=True),
+        sa.Column("created_at", WHEN, nullable=False),
+        sa.Column("finished_at", WHEN, nullable=True),
         sa.Column("code_version", sa.String(64), nullable=False),
         sa.Column("package_versions", sa.Text, nullable=False),
         sa.Column("hardware", sa.Text, nullable=False),
@@ -42,48 +42,8 @@ def upgrade() -> None:
     )
     op.create_table(
         "bootstudy_trials",
-        sa.Column("id", sa.Integer, nullable=False),
-        sa.Column("study_id", sa.Integer, nullable=False),
-        sa.Column("arm", sa.String(255), nullable=False),
-        sa.Column("arm_json", sa.Text, nullable=False),
-        sa.Column("number", sa.Integer, nullable=False),
-        sa.Column("optuna_study_name", sa.String(255), nullable=True),
-        sa.Column("optuna_trial_id", sa.Integer, nullable=True),
-        sa.Column("ray_trial_id", sa.String(64), nullable=True),
-        sa.Column("phase", sa.String(16), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("params_json", sa.Text, nullable=False),
-        sa.Column("config_json", sa.Text, nullable=False),
-        sa.Column("config_hash", sa.String(64), nullable=False),
-        sa.Column("seed", sa.Integer, nullable=False),
-        sa.Column("epochs_run", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("best_val_acc", sa.Double, nullable=True),
-        sa.Column("final_val_acc", sa.Double, nullable=True),
-        sa.Column("test_acc", sa.Double, nullable=True),
-        sa.Column("test_acc_agent", sa.Double, nullable=True),
-        sa.Column("result_json", sa.Text, nullable=True),
-        sa.Column("trial_seconds", sa.Double, nullable=True),
-        sa.Column("error", sa.Text, nullable=True),
-        sa.Column("reused_from", sa.Integer, nullable=True),
-        sa.Column("started_at", _WHEN, nullable=False),
-        sa.Column("finished_at", _WHEN, nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_bootstudy_trials"),
-        sa.UniqueConstraint("study_id", "number", name="uq_bootstudy_trials_study_id_number"),
-        sa.CheckConstraint(
-            "status IN ('RUNNING', 'COMPLETE', 'PRUNED', 'FAILED', 'REUSED')",
-            name="ck_bootstudy_trials_status",
-        ),
-        sa.CheckConstraint("phase IN ('search', 'final')", name="ck_bootstudy_trials_phase"),
-        sa.ForeignKeyConstraint(
-            ["study_id"],
-            ["bootstudy_studies.id"],
-            name="fk_bootstudy_trials_study_id_bootstudy_studies",
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["reused_from"],
-            ["bootstudy_trials.id"],
-            name="fk_bootstudy_trials_reused_from_bootstudy_trials",
+        *trials_table_items(
+            TRIAL_STATUSES, ("ck_bootstudy_trials_status", "ck_bootstudy_trials_phase")
         ),
     )
     op.create_index("ix_bootstudy_trials_config_hash", "bootstudy_trials", ["config_hash"])

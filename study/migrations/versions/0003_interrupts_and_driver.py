@@ -14,17 +14,18 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from study.migrations.frozen_0001 import TRIAL_STATUSES, WHEN, trials_table_items
+
 revision = "0003_interrupts_and_driver"
 down_revision = "0002_study_facts"
 branch_labels = None
 depends_on = None
 
-_WHEN = sa.DateTime(timezone=True)
 # 0001 named its checks through the naming convention, which prefixed them once more: these are
 # the names both backends hold (op.f: take them as they are).
 _STATUS_CHECK = "ck_bootstudy_trials_ck_bootstudy_trials_status"
 _PHASE_CHECK = "ck_bootstudy_trials_ck_bootstudy_trials_phase"
-_OLD_STATUSES = "status IN ('RUNNING', 'COMPLETE', 'PRUNED', 'FAILED', 'REUSED')"
+_OLD_STATUSES = TRIAL_STATUSES  # as 0001 made them
 _NEW_STATUSES = "status IN ('RUNNING', 'COMPLETE', 'PRUNED', 'FAILED', 'REUSED', 'INTERRUPTED')"
 
 
@@ -33,46 +34,7 @@ def _trials(status_check: str) -> sa.Table:
     return sa.Table(
         "bootstudy_trials",
         sa.MetaData(),
-        sa.Column("id", sa.Integer, nullable=False),
-        sa.Column("study_id", sa.Integer, nullable=False),
-        sa.Column("arm", sa.String(255), nullable=False),
-        sa.Column("arm_json", sa.Text, nullable=False),
-        sa.Column("number", sa.Integer, nullable=False),
-        sa.Column("optuna_study_name", sa.String(255), nullable=True),
-        sa.Column("optuna_trial_id", sa.Integer, nullable=True),
-        sa.Column("ray_trial_id", sa.String(64), nullable=True),
-        sa.Column("phase", sa.String(16), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("params_json", sa.Text, nullable=False),
-        sa.Column("config_json", sa.Text, nullable=False),
-        sa.Column("config_hash", sa.String(64), nullable=False),
-        sa.Column("seed", sa.Integer, nullable=False),
-        sa.Column("epochs_run", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("best_val_acc", sa.Double, nullable=True),
-        sa.Column("final_val_acc", sa.Double, nullable=True),
-        sa.Column("test_acc", sa.Double, nullable=True),
-        sa.Column("test_acc_agent", sa.Double, nullable=True),
-        sa.Column("result_json", sa.Text, nullable=True),
-        sa.Column("trial_seconds", sa.Double, nullable=True),
-        sa.Column("error", sa.Text, nullable=True),
-        sa.Column("reused_from", sa.Integer, nullable=True),
-        sa.Column("started_at", _WHEN, nullable=False),
-        sa.Column("finished_at", _WHEN, nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_bootstudy_trials"),
-        sa.UniqueConstraint("study_id", "number", name="uq_bootstudy_trials_study_id_number"),
-        sa.CheckConstraint(status_check, name=op.f(_STATUS_CHECK)),
-        sa.CheckConstraint("phase IN ('search', 'final')", name=op.f(_PHASE_CHECK)),
-        sa.ForeignKeyConstraint(
-            ["study_id"],
-            ["bootstudy_studies.id"],
-            name="fk_bootstudy_trials_study_id_bootstudy_studies",
-            ondelete="CASCADE",
-        ),
-        sa.ForeignKeyConstraint(
-            ["reused_from"],
-            ["bootstudy_trials.id"],
-            name="fk_bootstudy_trials_reused_from_bootstudy_trials",
-        ),
+        *trials_table_items(status_check, (op.f(_STATUS_CHECK), op.f(_PHASE_CHECK))),
         sa.Index("ix_bootstudy_trials_config_hash", "config_hash"),
         sa.Index("ix_bootstudy_trials_study_id_status", "study_id", "status"),
     )
@@ -90,7 +52,7 @@ def upgrade() -> None:
     _set_status_check(_OLD_STATUSES, _NEW_STATUSES)
     op.add_column("bootstudy_studies", sa.Column("driver_host", sa.String(255), nullable=True))
     op.add_column("bootstudy_studies", sa.Column("driver_pid", sa.Integer, nullable=True))
-    op.add_column("bootstudy_studies", sa.Column("heartbeat_at", _WHEN, nullable=True))
+    op.add_column("bootstudy_studies", sa.Column("heartbeat_at", WHEN, nullable=True))
 
 
 def downgrade() -> None:
