@@ -46,10 +46,22 @@ def _enum(name: str, *values: str) -> sa.Enum:
     return sa.Enum(*values, name=name, create_constraint=False)
 
 
+def _of_a_trial(metadata: sa.MetaData, name: str, id_column: str, *columns: sa.Column) -> sa.Table:
+    """One of Optuna's per-trial tables: its own integer id, the trial's id, then its values."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column(id_column, sa.Integer, primary_key=True),
+        sa.Column("trial_id", sa.Integer),
+        *columns,
+    )
+
+
 @functools.cache
 def optuna_tables() -> OptunaTables:
     """Optuna's tables, declared in their own metadata (never created or migrated by us)."""
     metadata = sa.MetaData()
+    of_a_trial = functools.partial(_of_a_trial, metadata)
     return OptunaTables(
         studies=sa.Table(
             "studies",
@@ -69,29 +81,23 @@ def optuna_tables() -> OptunaTables:
             sa.Column("datetime_start", sa.DateTime),
             sa.Column("datetime_complete", sa.DateTime),
         ),
-        params=sa.Table(
+        params=of_a_trial(
             "trial_params",
-            metadata,
-            sa.Column("param_id", sa.Integer, primary_key=True),
-            sa.Column("trial_id", sa.Integer),
+            "param_id",
             sa.Column("param_name", sa.String(512)),
             sa.Column("param_value", sa.Float),  # internal repr: a categorical's index
             sa.Column("distribution_json", sa.Text),
         ),
-        values=sa.Table(
+        values=of_a_trial(
             "trial_values",
-            metadata,
-            sa.Column("trial_value_id", sa.Integer, primary_key=True),
-            sa.Column("trial_id", sa.Integer),
+            "trial_value_id",
             sa.Column("objective", sa.Integer),
             sa.Column("value", sa.Float),
             sa.Column("value_type", _enum("trialvaluetype", "FINITE", "INF_POS", "INF_NEG")),
         ),
-        intermediate_values=sa.Table(
+        intermediate_values=of_a_trial(
             "trial_intermediate_values",
-            metadata,
-            sa.Column("trial_intermediate_value_id", sa.Integer, primary_key=True),
-            sa.Column("trial_id", sa.Integer),
+            "trial_intermediate_value_id",
             sa.Column("step", sa.Integer),
             sa.Column("intermediate_value", sa.Float),
             sa.Column(

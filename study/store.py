@@ -799,13 +799,9 @@ class Store:
                 .where(o.studies.c.study_name.in_(names))
                 .order_by(o.trials.c.trial_id)
             ).all()
+            param_columns = ("trial_id", "param_name", "param_value", "distribution_json")
             params = session.execute(
-                sa.select(
-                    o.params.c.trial_id,
-                    o.params.c.param_name,
-                    o.params.c.param_value,
-                    o.params.c.distribution_json,
-                ).where(o.params.c.trial_id.in_(of_studies))
+                sa.select(o.params.c[param_columns]).where(o.params.c.trial_id.in_(of_studies))
             ).all()
         if not trials:
             return frame
