@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import study_config
 from ray._private.utils import get_ray_client_dependency_error
 
-from study.plan import StudyConfig
 from study.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +187,18 @@ def ray_head() -> Iterator[tuple[str, Path, dict[str, str]]]:
 @pytest.mark.slow  # ~65 s: a real `ray start --head` and worker node (make test-slow, CI)
 def test_run_study_on_a_ray_cluster(ray_head, tmp_path):
     address, temp_dir, env = ray_head
-    storage = f"sqlite:///{tmp_path / 'x.db'}"
+    # What the command below runs, as run_study.py resolves it.
+    config = study_config(
+        tmp_path,
+        db="x.db",
+        space="data_fraction",
+        name="data_fraction-fashion_mnist-smoke",
+        trials_per_arm=1,
+        epochs=1,
+        grace_epochs=1,
+        final_seeds=0,
+    )
+    storage = config.storage
     command = [
         sys.executable,
         "run_study.py",
@@ -216,15 +227,6 @@ def test_run_study_on_a_ray_cluster(ray_head, tmp_path):
     )
     assert run.returncode == 0, f"exit {run.returncode}\n{run.stdout}\n{run.stderr}"
 
-    config = StudyConfig(
-        space="data_fraction",
-        name="data_fraction-fashion_mnist-smoke",
-        preset="smoke",
-        trials_per_arm=1,
-        epochs=1,
-        grace_epochs=1,
-        final_seeds=0,
-    )
     with Store(storage) as store:
         assert store.get_study(config.name).status == "FINISHED"
         trials = store.trials_frame(config.name)
