@@ -14,6 +14,7 @@ import socket
 import threading
 
 from study.store import DriverRecord, Store
+from study.watchdog import pid_alive
 from trainers.errors import ConfigError
 
 __all__ = ["HEARTBEAT_SECONDS", "STALE_SECONDS", "Lease", "DriverAlive", "this_driver", "alive"]
@@ -35,18 +36,8 @@ def alive(driver: DriverRecord, stale_seconds: float = STALE_SECONDS) -> bool:
     if driver.age_seconds() > stale_seconds:
         return False
     if driver.host == socket.gethostname():
-        return _pid_exists(driver.pid)
+        return pid_alive(driver.pid)
     return True  # another host: only its heartbeat can tell
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process holds that pid
-    return True
 
 
 class Lease:

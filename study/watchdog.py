@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-__all__ = ["Watchdog", "WatchdogSpec", "TrialTimeout", "timeout_message"]
+__all__ = ["Watchdog", "WatchdogSpec", "TrialTimeout", "timeout_message", "pid_alive"]
 
 DRIVER_POLL_SECONDS = 1.0  # how often the worker checks on its driver: cheap (one kill(pid, 0))
 TIMEOUT_GRACE_SECONDS = 10.0  # after TrialTimeout was raised, how long before the process exits
@@ -95,7 +95,7 @@ class Watchdog:
     def _run(self) -> None:
         timeout = self.spec.timeout_seconds
         while not self._stop.wait(self.poll_seconds):
-            if self._local and not _alive(self.spec.driver_pid):
+            if self._local and not pid_alive(self.spec.driver_pid):
                 print(
                     f"bootstudy: driver {self.spec.driver_pid} is gone; ending this trial",
                     file=sys.stderr,
@@ -124,13 +124,14 @@ def timeout_message(timeout_seconds: float) -> str:
     return f"ran longer than --trial-timeout {timeout_seconds:g} s"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (study.lease asks it too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True  # someone else's process now holds the pid: ours is gone, but be conservative
+        return True  # someone else's process holds the pid (ours may be gone): be conservative
     return True
 
 
