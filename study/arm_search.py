@@ -23,6 +23,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from search_spaces import Arm
+from study.engine import reconnecting
 from study.optuna_schema import (
     TRIAL_ID_ATTR,  # re-exported: the link our trials' Optuna twins carry
 )
@@ -96,7 +97,8 @@ class ArmSearch:
                 constant_liar=True,  # parallel trials don't all get the same suggestion
                 n_startup_trials=max(2, min(10, config.trials_per_arm // 3)),
             )
-            self.studies[arm.name] = optuna.create_study(
+            self.studies[arm.name] = reconnecting(
+                optuna.create_study,
                 study_name=name,
                 storage=storage,
                 sampler=sampler,
@@ -132,8 +134,9 @@ class ArmSearch:
                 return None
             self.assigned[arm.name] += 1
             study = self.studies[arm.name]
-            trial = study.ask()
-            params = self.space.sample(trial)
+            # ask and the suggestions are written one by one: a lost connection repeats both
+            # (an abandoned ask stays RUNNING in Optuna until the study settles it at its end)
+            trial, params = reconnecting(self._ask, study)
             spec = self._spec(arm, Phase.SEARCH, params, seed=self.config.seed, trial=trial)
             if self._reuse(spec):
                 continue
@@ -182,6 +185,10 @@ class ArmSearch:
                 out[dist.name] = values[labels[dist.name]] if values else labels[dist.name]
         return out
 
+    def _ask(self, study: optuna.Study) -> tuple[optuna.Trial, dict[str, Any]]:
+        trial = study.ask()
+        return trial, self.space.sample(trial)
+
     def _next_arm(self) -> Arm | None:
         open_arms = [a for a in self.arms if self.assigned[a.name] < self.config.trials_per_arm]
         if not open_arms:
@@ -217,16 +224,17 @@ class ArmSearch:
             optuna_trial_id=optuna_id,
         )
         if spec.optuna_trial is not None:
-            spec.optuna_trial.set_user_attr(TRIAL_ID_ATTR, reused_id)
+            trial = spec.optuna_trial
+            _optuna_write(trial.set_user_attr, TRIAL_ID_ATTR, reused_id)
             curve = self.store.metric_curve(original.id, self.space.objective)
             for epoch, value in curve:
-                spec.optuna_trial.report(value, epoch)
+                _optuna_write(trial.report, value, epoch)
             value = original.final_val_acc
             study = self.studies[spec.arm.name]
             if value is None or not math.isfinite(value):
-                study.tell(spec.optuna_trial, state=TrialState.FAIL)
+                _optuna_write(study.tell, trial, state=TrialState.FAIL, skip_if_finished=True)
             else:
-                study.tell(spec.optuna_trial, value)
+                _optuna_write(study.tell, trial, value, skip_if_finished=True)
         self.reused += 1
         return True
 
@@ -244,7 +252,7 @@ class ArmSearch:
 
     def _write(self, fn, *args, **kwargs) -> None:
         self._writes = [f for f in self._writes if not f.done() or f.exception()]
-        self._writes.append(self._writer.submit(fn, *args, **kwargs))
+        self._writes.append(self._writer.submit(_optuna_write, fn, *args, **kwargs))
 
     def drain(self) -> None:
         """Wait for every queued Optuna write; re-raise the first that failed."""
@@ -284,11 +292,17 @@ class ArmSearch:
         if spec is not None and spec.optuna_trial is not None:
             study = self.studies[spec.arm.name]
             if status == TrialStatus.COMPLETE:  # queued after the trial's reports, in order
-                self._write(study.tell, spec.optuna_trial, float(value))
+                self._write(study.tell, spec.optuna_trial, float(value), skip_if_finished=True)
             else:
                 state = TrialState.PRUNED if status == TrialStatus.PRUNED else TrialState.FAIL
-                self._write(study.tell, spec.optuna_trial, state=state)
+                self._write(study.tell, spec.optuna_trial, state=state, skip_if_finished=True)
         return status
+
+
+def _optuna_write(fn, *args, **kwargs):
+    """One write to Optuna's tables, repeated while PostgreSQL connections are lost. A repeat
+    that finds the trial finished means the first try had landed (its answer was what got lost)."""
+    return reconnecting(fn, *args, done_if=(optuna.exceptions.UpdateFinishedTrialError,), **kwargs)
 
 
 def _finished(frame: pd.DataFrame, phase: Phase) -> pd.DataFrame:

@@ -18,11 +18,13 @@ Anything wrong with a URL is a `StorageError` with one line saying what and wher
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
+    "RECONNECT_SECONDS",
+    "connection_lost",
+    "reconnecting",
     "SQLITE_BUSY_TIMEOUT_SECONDS",
     "POSTGRES_CONNECT_TIMEOUT_SECONDS",
     "StorageError",
@@ -45,9 +50,29 @@ __all__ = [
     "optuna_storage",
 ]
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 SQLITE_BUSY_TIMEOUT_SECONDS = 30  # a writer waits this long for another writer, then fails
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 5  # an unreachable server fails fast instead of hanging
 SCHEMA_RACE_SECONDS = 60  # how long a driver retries Optuna's table creation racing another one
+# How long an operation is retried while PostgreSQL connections are being lost (a failover, a
+# restart, pg_terminate_backend, a NAT dropping idle sockets): long enough for a failover.
+RECONNECT_SECONDS = 60
+# A lost connection, by SQLSTATE: class 08 (connection exception), or the server ending sessions
+# (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now); and by libpq's words,
+# for the losses that come without a state.
+_LOST_STATES = ("57P01", "57P02", "57P03")
+_LOST_WORDS = (
+    "server closed the connection",
+    "terminating connection",
+    "connection refused",
+    "consuming input failed",
+    "the connection is closed",
+    "connection is lost",
+    "could not receive data",
+    "ssl connection has been closed",
+)
 BEGIN_IMMEDIATE = "bootstudy_begin_immediate"  # execution option: take SQLite's write lock first
 
 _URL_HINT = "use sqlite:///path/to/file.db or postgresql://user@host:5432/database"
@@ -138,7 +163,7 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
             # Optuna creates its tables, its version row and its alembic stamp without a lock:
             # drivers opening one fresh database at once collide ("table studies already exists",
             # a duplicate stamp). Each step is idempotent, so the loser retries and finds them.
-            if not _schema_race(exc) or time.monotonic() > deadline:
+            if not (_schema_race(exc) or connection_lost(exc)) or time.monotonic() > deadline:
                 raise StorageError(
                     f"cannot open Optuna's tables at {mask_password(parsed)}: {_one_line(exc)}"
                 ) from None
@@ -147,6 +172,59 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
     if parsed.get_backend_name() == "sqlite":
         event.listen(storage.engine, "connect", _on_optuna_sqlite_connect)
     return storage
+
+
+def connection_lost(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it was raised from, is a lost PostgreSQL connection.
+
+    Follows explicit causes (`raise ... from err`; Optuna wraps SQLAlchemy's errors that way), so
+    a `raise ... from None` says "do not retry this" (a loss during COMMIT: the write may have
+    landed). SQLite has no connections to lose: never true for it.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DBAPIError):
+            if exc.connection_invalidated:
+                return True
+            state = getattr(exc.orig, "sqlstate", None) or ""
+            if state.startswith("08") or state in _LOST_STATES:
+                return True
+            if any(words in str(exc.orig).lower() for words in _LOST_WORDS):
+                return True
+        exc = (
+            exc.__cause__
+            if exc.__cause__ is not None or exc.__suppress_context__
+            else (exc.__context__)
+        )
+    return False
+
+
+def reconnecting(fn: Callable[..., T], *args: Any, done_if: tuple = (), **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)`, run again with backoff (for up to RECONNECT_SECONDS) while it fails
+    on a lost connection. Safe for what a lost connection rolls back: a transaction that never
+    reached COMMIT. `done_if`: exceptions that, on a second try, mean the first one had landed
+    (Optuna's "trial already finished" after a tell whose answer was lost)."""
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay, tries = 0.1, 0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except done_if:
+            if tries == 0:
+                raise
+            return None  # type: ignore[return-value]
+        except Exception as exc:
+            if not connection_lost(exc) or time.monotonic() > deadline:
+                raise
+            tries += 1
+            log.warning("database connection lost (%s); retrying", _first_line(exc))
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _schema_race(exc: DBAPIError) -> bool:

@@ -133,6 +133,14 @@ def run_study(
             if config.final_seeds:
                 phases.run_final()
             status = StudyStatus.INTERRUPTED if interrupt.requested else StudyStatus.FINISHED
+            if status == StudyStatus.FINISHED:
+                # Nothing runs any more: an Optuna trial still RUNNING is an ask whose answer a
+                # lost connection swallowed (asked again since). It gets the state our rows say.
+                store.settle_stale_optuna_trials(
+                    storage,
+                    [config.optuna_study_name(a) for a in config.arms()],
+                    config.search_space.objective,
+                )
     except KeyboardInterrupt:
         status = StudyStatus.INTERRUPTED
         raise

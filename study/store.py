@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import json
 import math
 import os
@@ -44,7 +45,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from study import migrations
-from study.engine import BEGIN_IMMEDIATE, StorageError, make_engine, mask_password, normalize_url
+from study.engine import (
+    BEGIN_IMMEDIATE,
+    StorageError,
+    make_engine,
+    mask_password,
+    normalize_url,
+    reconnecting,
+)
 from study.engine import _one_line as _db_message
 from study.optuna_schema import OPTUNA_STATE, TRIAL_ID_ATTR, optuna_tables
 from study.schema import (
@@ -204,8 +212,8 @@ class Store:
         self.engine = make_engine(url)
         # Writes take SQLite's write lock at BEGIN (see study.engine); ignored on PostgreSQL.
         self._write_engine = self.engine.execution_options(**{BEGIN_IMMEDIATE: True})
-        try:
-            migrations.upgrade(self.engine)
+        try:  # one transaction per revision (DDL is transactional on PostgreSQL): safe to repeat
+            reconnecting(migrations.upgrade, self.engine)
         except DBAPIError as exc:
             self.engine.dispose()
             raise StorageError(
@@ -989,20 +997,36 @@ class Store:
 
     @contextmanager
     def _writing(self, what: str) -> Iterator[Session]:
-        """One write transaction: commits on success, rolls back on any error."""
-        try:
-            with Session(self._write_engine) as session, session.begin():
+        """One write transaction: commits on success, rolls back on any error.
+
+        An error before COMMIT keeps its cause, so `_reconnecting` runs the operation again when
+        the cause is a lost connection (nothing was written); one during COMMIT does not (the
+        write may have landed: running it again could write it twice)."""
+        with Session(self._write_engine) as session:
+            try:
+                session.begin()
                 yield session
-        except DBAPIError as exc:
-            raise StorageError(f"could not {what} in {self.url}: {_db_message(exc)}") from None
+                session.flush()
+            except DBAPIError as exc:
+                _rollback(session)
+                raise StorageError(f"could not {what} in {self.url}: {_db_message(exc)}") from exc
+            except BaseException:
+                _rollback(session)
+                raise
+            try:
+                session.commit()
+            except DBAPIError as exc:
+                raise StorageError(
+                    f"could not {what} in {self.url}: {_db_message(exc)} (while committing)"
+                ) from None
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
         try:
             with Session(self.engine) as session:
                 yield session
-        except DBAPIError as exc:
-            raise StorageError(f"could not read {self.url}: {_db_message(exc)}") from None
+        except DBAPIError as exc:  # reads are always safe to run again: the cause stays
+            raise StorageError(f"could not read {self.url}: {_db_message(exc)}") from exc
 
     def _dialect_insert(self, table: sa.Table) -> Any:
         if self.engine.dialect.name == "postgresql":
@@ -1037,6 +1061,32 @@ def _running_optuna_trials(storage: optuna.storages.BaseStorage, study_name: str
     except KeyError:
         return []
     return storage.get_all_trials(optuna_study_id, deepcopy=False, states=(TrialState.RUNNING,))
+
+
+def _rollback(session: Session) -> None:
+    """Roll back, even on a connection that is gone (the server has rolled back already)."""
+    try:
+        session.rollback()
+    except DBAPIError:
+        pass
+
+
+def _reconnecting(method: Callable) -> Callable:
+    """`method`, run again while it fails on a lost PostgreSQL connection (engine.reconnecting)."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        return reconnecting(method, *args, **kwargs)
+
+    return run
+
+
+# Every public operation of the store survives lost connections: each is one transaction (or
+# reads only), so running it again after a loss before COMMIT is exactly running it once.
+# import_trials is left out: it writes Optuna's tables too, trial by trial.
+for _name, _method in list(vars(Store).items()):
+    if callable(_method) and not _name.startswith("_") and _name not in ("close", "import_trials"):
+        setattr(Store, _name, _reconnecting(_method))
 
 
 def _typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:
