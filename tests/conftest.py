@@ -127,6 +127,10 @@ def smoke_study(tmp_path_factory) -> dict:
             str(tmp),
             "--concurrency",
             "2",
+            # the two modes the paper compares (agent and joint train in tests/test_trainer.py):
+            # half the trials, the same path through Ray, SQL and the report
+            "--arm",
+            "mode=vit,shared",
         ],
         cwd=repo,
         capture_output=True,
