@@ -61,13 +61,21 @@ KILLS = [
         (),
     ),
 ]
-FAULTS = [("a trial that raises", "raising"), ("a NaN loss", "nan")]
+# name, stand-in trainer, extra driver options
+TIMEOUT = ("--extra", "trial_timeout=12")
+FAULTS = [
+    ("a trial that raises", "raising", ()),
+    ("a NaN loss", "nan", ()),
+    ("a trial stuck in Python past --trial-timeout", "spinning", TIMEOUT),
+    ("a trial stuck in one C call past --trial-timeout", "hanging", TIMEOUT),
+]
 BAD_INPUTS = [
     ["--trials", "0"], ["--epochs", "-1"], ["--cpus-per-trial", "nan"], ["--gpus-per-trial", "-1"],
     ["--reduction-factor", "1"], ["--study", ""], ["--study", "a/b"], ["--address", "nohost"],
     ["--address", "h:70000"], ["--storage", "foo://x"], ["--storage", "sqlite:///:memory:"],
     ["--set", "seed=1"], ["--set", "no_such=1"], ["--arm", "data_fraction=0"],
     ["--arm", "mode=nope"], ["--preset", "huge"], ["--space", "nope"], ["--trials", "two"],
+    ["--trial-timeout", "0"], ["--trial-timeout", "inf"],
 ]  # fmt: skip
 
 
@@ -146,6 +154,38 @@ def _bad_inputs(tmp: Path) -> tuple[int, int]:
     return len(BAD_INPUTS), refused
 
 
+@contextlib.contextmanager
+def _dropping_connections(storage: str):
+    """pg_terminate_backend on every connection to the study's database, every 0.3 s; yields the
+    list of how many each round ended."""
+    import threading
+
+    import psycopg
+    import sqlalchemy as sa
+
+    url = sa.make_url(storage)
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(False)
+    stop, drops = threading.Event(), []
+
+    def drop() -> None:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            while not stop.wait(0.3):
+                rows = connection.execute(
+                    "select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = %s and pid <> pg_backend_pid()",
+                    (url.database,),
+                ).fetchall()
+                drops.append(sum(1 for (ok,) in rows if ok))
+
+    thread = threading.Thread(target=drop, daemon=True)
+    thread.start()
+    try:
+        yield drops
+    finally:
+        stop.set()
+        thread.join()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--storage", help="a database URL (default: SQLite in a temporary directory)")
@@ -171,24 +211,40 @@ def main() -> None:
         print(f"{what}: struck={struck}, resume exit {code}, {audit.completed} completed, "
               f"lost {gone}, duplicates {len(audit.duplicates)}, problems {len(audit.problems)}",
               flush=True)  # fmt: skip
-    for i, (what, trainer) in enumerate(FAULTS):
+    faults = list(FAULTS)
+    if storage.startswith("postgresql"):
+        faults.append(
+            ("every connection dropped every 0.3 s", "curve", ("--seconds-per-epoch", "0.3"))
+        )
+    for i, (what, trainer, extra) in enumerate(faults):
         name = f"chaos-fault-{i}"
         seed = ("--extra", f"seed={100 + i}", "--trials", "4", "--modes", "vit")
-        proc = _driver(storage, tmp, name, "--trainer", trainer, "--seconds-per-epoch", "0", *seed)
-        code = proc.wait(timeout=600)
+        options = ("--trainer", trainer, "--seconds-per-epoch", "0", *seed, *extra)
+        dropping = trainer == "curve"
+        with _dropping_connections(storage) if dropping else contextlib.nullcontext() as drops:
+            proc = _driver(storage, tmp, name, *options)
+            code = proc.wait(timeout=600)
         trials = _trials(storage, name)
         failed = trials[trials["status"] == "FAILED"]
         audit = audit_study(storage, name)
-        injected += len(failed) > 0
-        recorded += bool(len(failed)) and failed["error"].notna().all() and code == 0 and audit.ok
+        if dropping:  # the fault is the drops; every trial must still complete
+            injected += sum(drops) > 0
+            recorded += sum(drops) > 0 and code == 0 and audit.ok and _n(trials, "COMPLETE") == 4
+            detail = f"{sum(drops)} connections dropped"
+        else:
+            injected += len(failed) > 0
+            recorded += (
+                bool(len(failed)) and failed["error"].notna().all() and code == 0 and audit.ok
+            )
+            detail = f"{len(failed)} FAILED with their errors"
         duplicates += len(audit.duplicates)
         disagreements += len(audit.problems)
-        print(f"{what}: exit {code}, {len(failed)} FAILED with their errors, "
-              f"{_n(trials, 'COMPLETE')} COMPLETE, audit ok={audit.ok}", flush=True)  # fmt: skip
+        print(f"{what}: exit {code}, {detail}, {_n(trials, 'COMPLETE')} COMPLETE, "
+              f"audit ok={audit.ok}", flush=True)  # fmt: skip
     tried, refused = _bad_inputs(tmp)
     print(f"({(time.monotonic() - started) / 60:.1f} min, storage {storage.split('://')[0]})")
     print(f"kills survived: {survived}/{len(KILLS)}")
-    print(f"faults injected and recorded: {recorded}/{len(FAULTS)} (injected {injected})")
+    print(f"faults injected and recorded: {recorded}/{len(faults)} (injected {injected})")
     print(f"bad inputs tried: {tried}, refused in one line with exit 2: {refused}")
     print(f"disagreements with Optuna: {disagreements}")
     print(f"rows lost: {lost}")
