@@ -294,3 +294,19 @@ def test_cli_bad_input_is_one_line_and_exit_2(hand_report, storage, message):
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_arms_are_shown_in_the_order_their_space_lists_them(tmp_path):
+    """The methods space lists vit and bootstrapping first: the report must not sort them away
+    alphabetically (dhvt_vit, impulse_shared, ... used to come first)."""
+    from reports.load import load_study
+    from search_spaces import get_space
+    from study.store import Store
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    make_synthetic_study(url, "m", n_trials=24, epochs=4, space="methods", seed=1)
+    with Store(url) as store:
+        loaded = load_study(store, "m")
+    methods = [factors["method"] for factors in loaded.arms.values()]
+    declared = list(get_space("methods").arms["method"])
+    assert methods == [m for m in declared if m in methods] and methods[:2] == ["vit", "shared"]
