@@ -51,12 +51,27 @@ def build_report(study_name: str, storage_url: str, out_path: str | Path | None 
     with Store.open_existing(storage_url) as store:  # reading never creates a database
         report = build_page(load_study(store, study_name))
     try:
-        out.write_text(report.html, encoding="utf-8")
+        _write_whole(out, report.html)
         for suffix, text in report.exports.items():
-            out.with_suffix(suffix).write_text(text, encoding="utf-8")
+            _write_whole(out.with_suffix(suffix), text)
     except OSError as err:  # e.g. the disk filled up while writing
         raise ConfigError(f"cannot write the report at {out}: {err.strerror or err}") from None
     return out
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write `path` so that a reader (or a kill) never finds it half-written: the text goes to a
+    temporary file beside it, which then replaces it in one rename. A report of an earlier run
+    stays whole until the new one is complete."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _check_writable(out: Path) -> None:
