@@ -11,6 +11,7 @@ A space is declarative data plus one define-by-run function; registering it is o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -49,8 +50,21 @@ class _Range:
     _suggest: ClassVar[str]  # the optuna.Trial method, e.g. "suggest_float"
     _distribution: ClassVar[str]  # the optuna.distributions class it draws from
 
+    def __post_init__(self) -> None:
+        where = f"searched {self.name} in [{self.low}, {self.high}]"
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"{where}: the bounds must be finite")
+        if self.low > self.high:
+            raise ValueError(f"{where}: low must not exceed high")
+        if self.log and self.low <= 0:
+            raise ValueError(f"{where}: a log range needs low > 0")
+
     def sample(self, trial) -> Any:
         return getattr(trial, self._suggest)(self.name, self.low, self.high, log=self.log)
+
+    def extremes(self) -> list[Any]:
+        """The values a trial can take that are most likely to be invalid: both ends."""
+        return [self.low, self.high]
 
     def optuna(self):
         """The Optuna distribution `sample` draws from."""
@@ -81,9 +95,20 @@ class Categorical:
     values: Mapping[Any, Any] | None = None  # label -> TrainConfig value, e.g. "0,1" -> (0, 1)
     when: Callable[[dict[str, Any]], bool] | None = None
 
+    def __post_init__(self) -> None:
+        if not self.choices:
+            raise ValueError(f"searched {self.name}: a categorical needs at least one choice")
+        missing = [c for c in self.choices if self.values is not None and c not in self.values]
+        if missing:
+            raise ValueError(f"searched {self.name}: no value for the choices {missing}")
+
     def sample(self, trial) -> Any:
         label = trial.suggest_categorical(self.name, list(self.choices))
         return self.values[label] if self.values else label
+
+    def extremes(self) -> list[Any]:
+        """Every value a trial can take."""
+        return [self.values[c] if self.values else c for c in self.choices]
 
     def optuna(self):
         """The Optuna distribution `sample` draws from (over the labels)."""
@@ -227,6 +252,24 @@ class SearchSpace:
             if dist.when is None or dist.when(params):
                 params[dist.name] = dist.sample(trial)
         return params
+
+    def extreme_draws(self, most: int = 256) -> list[dict[str, Any]]:
+        """The searched values a trial can take where validity is most at risk: every combination
+        of each distribution's ends (its choices, for a categorical), following the `when`
+        conditions as `sample` does; at most `most`, spread evenly over them (loss_weights has
+        ~3,900 and building each config takes a millisecond). The plan builds a config from each
+        before anything runs."""
+        draws: list[dict[str, Any]] = [{}]
+        for dist in self.search:
+            grown = []
+            for params in draws:
+                if dist.when is None or dist.when(params):
+                    grown += [{**params, dist.name: value} for value in dist.extremes()]
+                else:
+                    grown.append(params)
+            draws = grown
+        step = max(1, -(-len(draws) // most))  # ceil: the first and every step-th
+        return draws[::step]
 
     def trial_config(
         self,

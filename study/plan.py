@@ -136,13 +136,21 @@ class StudyConfig:
         for name in ("cpus_per_trial", "gpus_per_trial", "reduction_factor"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"--{name.replace('_', '-')} must be finite")
+        # Every arm with every combination of its searched ranges' ends: a range that reaches an
+        # invalid value (a negative lr, a field the arm's mode does not use) is refused now, not
+        # trial after trial in the middle of the study.
+        probes = space.extreme_draws()
         for arm in self.arms():
-            try:
-                space.trial_config(
-                    self.preset, arm, {}, self.trainer_base(), self.trial_overrides(arm)
-                )
-            except ConfigError as err:
-                raise ConfigError(f"arm {arm.name}: {err}") from None
+            for params in probes:
+                try:
+                    space.trial_config(
+                        self.preset, arm, params, self.trainer_base(), self.trial_overrides(arm)
+                    )
+                except ConfigError as err:
+                    where = f"arm {arm.name}" + "".join(
+                        f", searched {k}={v}" for k, v in params.items()
+                    )
+                    raise ConfigError(f"{where}: {err}") from None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> StudyConfig:
