@@ -32,7 +32,7 @@ def test_trial_timeout_fails_the_stuck_trials_keeps_their_epochs_and_finishes(tm
     assert code == 0, err[-3000:]
     trials = _trials(storage)
     failed = trials[trials["status"] == "FAILED"]
-    assert len(failed) >= 1  # TPE's first trials are random: some lr lands above 1e-3
+    assert len(failed) >= 1  # TPE's first trials are random: some land in the faulty corner
     assert failed["error"].str.contains("ran longer than --trial-timeout 12 s").all()
     assert (failed["epochs_run"] == 1).all()  # the epoch it finished is kept
     assert (trials["status"].isin(["COMPLETE", "FAILED"])).all()
