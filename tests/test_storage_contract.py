@@ -904,3 +904,42 @@ def test_code_version_is_git_describe():
     )
     expected = described.stdout.strip() if described.returncode == 0 else "unknown"
     assert collect(gpus=False)["code_version"] == expected
+
+
+def test_a_lost_connection_is_told_apart_from_other_errors(postgres_admin_url):
+    """What `reconnecting` retries: a connection the server ended (pg_terminate_backend), through
+    SQLAlchemy's wrapping and our StorageError; not a constraint violation, and not an error
+    raised `from None` (a loss during COMMIT: the write may have landed)."""
+    from study.engine import connection_lost, reconnecting
+
+    engine = sa.create_engine(normalize_url(postgres_admin_url))
+    with engine.connect() as victim, engine.connect() as admin:
+        pid = victim.exec_driver_sql("select pg_backend_pid()").scalar()
+        admin.exec_driver_sql(f"select pg_terminate_backend({pid})")
+        with pytest.raises(sa.exc.DBAPIError) as lost:
+            victim.exec_driver_sql("select 1")
+        with pytest.raises(sa.exc.DBAPIError) as violated:
+            admin.exec_driver_sql("select 1/0")
+    engine.dispose()
+    assert connection_lost(lost.value)
+    assert not connection_lost(violated.value)
+    try:
+        raise StorageError("could not write") from lost.value
+    except StorageError as wrapped:
+        assert connection_lost(wrapped)
+    try:
+        try:
+            raise lost.value
+        except sa.exc.DBAPIError:
+            raise StorageError("lost while committing") from None
+    except StorageError as committed:
+        assert not connection_lost(committed)
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise StorageError("could not write") from lost.value
+        return "written"
+
+    assert reconnecting(flaky) == "written" and len(calls) == 3
