@@ -170,7 +170,7 @@ class ArmSearch:
         if self.config.searchless:  # nothing searched: the arm's configuration is fixed
             return {}
         study = self.studies[arm.name]
-        completed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        completed = reconnecting(study.get_trials, deepcopy=False, states=(TrialState.COMPLETE,))
         if not completed:
             return None
         best = max(completed, key=lambda t: t.value)
@@ -314,7 +314,7 @@ def _finished(frame: pd.DataFrame, phase: Phase) -> pd.DataFrame:
 
 def _trial_count(storage: optuna.storages.BaseStorage, study_name: str) -> int:
     try:
-        study_id = storage.get_study_id_from_name(study_name)
+        study_id = reconnecting(storage.get_study_id_from_name, study_name)
     except KeyError:
         return 0
-    return storage.get_n_trials(study_id)
+    return reconnecting(storage.get_n_trials, study_id)

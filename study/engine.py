@@ -159,11 +159,12 @@ def optuna_storage(url: str) -> optuna.storages.RDBStorage:
         try:
             storage = optuna.storages.RDBStorage(rendered, engine_kwargs=engine_kwargs)
             break
-        except DBAPIError as exc:
+        except (DBAPIError, optuna.exceptions.StorageInternalError) as exc:
             # Optuna creates its tables, its version row and its alembic stamp without a lock:
             # drivers opening one fresh database at once collide ("table studies already exists",
             # a duplicate stamp). Each step is idempotent, so the loser retries and finds them.
-            if not (_schema_race(exc) or connection_lost(exc)) or time.monotonic() > deadline:
+            race = isinstance(exc, DBAPIError) and _schema_race(exc)
+            if not (race or connection_lost(exc)) or time.monotonic() > deadline:
                 raise StorageError(
                     f"cannot open Optuna's tables at {mask_password(parsed)}: {_one_line(exc)}"
                 ) from None
@@ -184,6 +185,8 @@ def connection_lost(exc: BaseException | None) -> bool:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        if isinstance(exc, sa.exc.PendingRollbackError):  # a session whose connection was lost
+            return True
         if isinstance(exc, DBAPIError):
             if exc.connection_invalidated:
                 return True
@@ -200,7 +203,13 @@ def connection_lost(exc: BaseException | None) -> bool:
     return False
 
 
-def reconnecting(fn: Callable[..., T], *args: Any, done_if: tuple = (), **kwargs: Any) -> T:
+def reconnecting(
+    fn: Callable[..., T],
+    *args: Any,
+    done_if: tuple = (),
+    only_if: Callable[[BaseException], bool] = connection_lost,
+    **kwargs: Any,
+) -> T:
     """`fn(*args, **kwargs)`, run again with backoff (for up to RECONNECT_SECONDS) while it fails
     on a lost connection. Safe for what a lost connection rolls back: a transaction that never
     reached COMMIT. `done_if`: exceptions that, on a second try, mean the first one had landed
@@ -215,7 +224,7 @@ def reconnecting(fn: Callable[..., T], *args: Any, done_if: tuple = (), **kwargs
                 raise
             return None  # type: ignore[return-value]
         except Exception as exc:
-            if not connection_lost(exc) or time.monotonic() > deadline:
+            if not only_if(exc) or time.monotonic() > deadline:
                 raise
             tries += 1
             log.warning("database connection lost (%s); retrying", _first_line(exc))
@@ -308,8 +317,7 @@ def _set_wal(cursor: sqlite3.Cursor) -> None:
 
 def _probe(engine: Engine, url: URL) -> None:
     try:
-        with engine.connect() as connection:
-            connection.exec_driver_sql("SELECT 1")
+        reconnecting(_select_1, engine, only_if=_ended_by_server)
     except DBAPIError as exc:
         engine.dispose()
         message = _one_line(exc)
@@ -325,7 +333,21 @@ def _probe(engine: Engine, url: URL) -> None:
         ) from None
 
 
-def _one_line(exc: DBAPIError) -> str:
+def _select_1(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.exec_driver_sql("SELECT 1")
+
+
+def _ended_by_server(exc: BaseException) -> bool:
+    """A connection the server accepted and then ended (an admin, a failover): worth another try
+    when opening. Not a refused or unreachable one: a wrong port must fail at once."""
+    state = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return state in _LOST_STATES or "terminating connection" in text or "server closed" in text
+
+
+def _one_line(exc: BaseException) -> str:
     """The driver's message without SQLAlchemy's SQL echo and background link, on one line."""
-    text = str(exc.orig) if exc.orig is not None else str(exc)
+    orig = getattr(exc, "orig", None) or exc.__cause__
+    text = str(getattr(orig, "orig", orig) if orig is not None else exc)
     return " ".join(part.strip() for part in text.strip().splitlines() if part.strip())

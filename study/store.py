@@ -48,6 +48,7 @@ from study import migrations
 from study.engine import (
     BEGIN_IMMEDIATE,
     StorageError,
+    connection_lost,
     make_engine,
     mask_password,
     normalize_url,
@@ -309,8 +310,11 @@ class Store:
         if driver is not None:
             driver_row = dict(driver_host=driver[0], driver_pid=driver[1], heartbeat_at=_utcnow())
         with self._writing(f"create study {name!r}") as session:
-            exists = session.scalar(sa.select(_studies.c.id).where(_studies.c.name == name))
-            if exists is not None:
+            found = session.execute(sa.select(_studies).where(_studies.c.name == name)).first()
+            if found is not None and driver is not None and _same_driver(found, driver):
+                # our own insert, whose COMMIT answer a lost connection swallowed: it landed
+                return _study_record(found._mapping)
+            if found is not None:
                 raise StorageError(
                     f"study {name!r} already exists in {self.url}; use --resume or another --study"
                 )
@@ -437,6 +441,16 @@ class Store:
             started_at=_utcnow(),
         )
         with self._writing(f"start trial {number} of study {study_id}") as session:
+            if ray_trial_id is not None and number is not None:  # a repeat after a lost COMMIT
+                landed = session.scalar(  # answer finds the row that did land: same Ray trial,
+                    sa.select(_trials.c.id).where(  # same number
+                        _trials.c.study_id == study_id,
+                        _trials.c.number == number,
+                        _trials.c.ray_trial_id == ray_trial_id,
+                    )
+                )
+                if landed is not None:
+                    return landed
             row["number"] = _next_number(session, study_id) if number is None else number
             return session.execute(sa.insert(_trials).values(row)).inserted_primary_key[0]
 
@@ -1016,9 +1030,10 @@ class Store:
             try:
                 session.commit()
             except DBAPIError as exc:
-                raise StorageError(
-                    f"could not {what} in {self.url}: {_db_message(exc)} (while committing)"
-                ) from None
+                message = f"could not {what} in {self.url}: {_db_message(exc)} (while committing)"
+                if connection_lost(exc):  # it may have landed: only an idempotent write repeats
+                    raise CommitUncertain(message) from exc
+                raise StorageError(message) from None
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
@@ -1063,6 +1078,10 @@ def _running_optuna_trials(storage: optuna.storages.BaseStorage, study_name: str
     return storage.get_all_trials(optuna_study_id, deepcopy=False, states=(TrialState.RUNNING,))
 
 
+def _same_driver(row: Any, driver: tuple[str, int]) -> bool:
+    return (row.driver_host, row.driver_pid) == tuple(driver) and row.status == "RUNNING"
+
+
 def _rollback(session: Session) -> None:
     """Roll back, even on a connection that is gone (the server has rolled back already)."""
     try:
@@ -1071,22 +1090,46 @@ def _rollback(session: Session) -> None:
         pass
 
 
-def _reconnecting(method: Callable) -> Callable:
-    """`method`, run again while it fails on a lost PostgreSQL connection (engine.reconnecting)."""
+class CommitUncertain(StorageError):
+    """The connection was lost during COMMIT: the write may or may not have landed."""
+
+
+# Writes that may run again even when a lost COMMIT leaves it open whether they landed: updates
+# and upserts to the same values, and the two inserts that look for their own row first.
+IDEMPOTENT = {
+    "create_study",  # finds the row it inserted for the same driver
+    "start_trial",  # finds its row by Ray's trial id and its number
+    "set_study_status",
+    "claim_driver",
+    "beat",
+    "release_driver",
+    "record_epoch",
+    "record_epochs",
+    "finish_trial",
+    "mark_stale_running",
+    "settle_stale_optuna_trials",
+}
+
+
+def _reconnecting(method: Callable, idempotent: bool) -> Callable:
+    """`method`, run again while it fails on a lost PostgreSQL connection (engine.reconnecting):
+    always before COMMIT (nothing was written); after a lost COMMIT only if `idempotent`."""
+
+    def retryable(exc: BaseException) -> bool:
+        return connection_lost(exc) and (idempotent or not isinstance(exc, CommitUncertain))
 
     @functools.wraps(method)
     def run(*args: Any, **kwargs: Any) -> Any:
-        return reconnecting(method, *args, **kwargs)
+        return reconnecting(method, *args, only_if=retryable, **kwargs)
 
     return run
 
 
 # Every public operation of the store survives lost connections: each is one transaction (or
-# reads only), so running it again after a loss before COMMIT is exactly running it once.
-# import_trials is left out: it writes Optuna's tables too, trial by trial.
+# reads only). import_trials is left out: it writes Optuna's tables too, trial by trial.
 for _name, _method in list(vars(Store).items()):
     if callable(_method) and not _name.startswith("_") and _name not in ("close", "import_trials"):
-        setattr(Store, _name, _reconnecting(_method))
+        setattr(Store, _name, _reconnecting(_method, _name in IDEMPOTENT))
 
 
 def _typed(frame: pd.DataFrame, table: sa.Table) -> pd.DataFrame:

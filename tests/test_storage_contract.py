@@ -172,8 +172,13 @@ def test_trial_numbers_count_per_study_from_zero(store):
     assert store.next_trial_number(second) == 0
     auto = _trial(store, second.id)  # number=None takes the next free one
     assert store.get_trial(auto).number == 0
+    # the same Ray trial and number again: its own insert, landed (a COMMIT answer was lost)
+    assert _trial(store, first.id, number=1) == ids[1]
     with pytest.raises(StorageError, match="could not start trial 1 of study"):
-        _trial(store, first.id, number=1)
+        store.start_trial(
+            first.id, arm="fraction=0.1", arm_factors={}, number=1, phase="search", params={},
+            config={}, config_hash=HASH_A, seed=0, ray_trial_id="another_00001",
+        )  # fmt: skip
     assert store.count_trials(first.id) == 3
 
 
