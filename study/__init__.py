@@ -20,7 +20,6 @@ __all__ = [
     "make_engine",
     "mask_password",
     "optuna_storage",
-    "fail_stale_optuna_trials",
 ]
 
 # Lazy: Ray workers import `study.ray_tune` (for the trial function) without SQLAlchemy or Optuna.
@@ -32,7 +31,6 @@ _HOMES = {
     "Store": "study.store",
     "StudyRecord": "study.store",
     "TrialRecord": "study.store",
-    "fail_stale_optuna_trials": "study.store",
 }
 
 

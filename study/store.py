@@ -85,7 +85,6 @@ __all__ = [
     "ImportedTrial",
     "DriverRecord",
     "Store",
-    "fail_stale_optuna_trials",
 ]
 
 STALE_ERROR = "stale: driver died"  # error of trials `mark_stale_running` fails
@@ -582,11 +581,12 @@ class Store:
             for trial in running:
                 row = rows.get(trial._trial_id)
                 status = row.status if row is not None else None
-                curve = self.metric_curve(row.id, objective) if row is not None else []
+                ended = status in (TrialStatus.COMPLETE, TrialStatus.PRUNED)
+                curve = self.metric_curve(row.id, objective) if ended else []  # only theirs count
                 finite = [(epoch, value) for epoch, value in curve if math.isfinite(value)]
                 if row is not None and TRIAL_ID_ATTR not in trial.user_attrs:
                     storage.set_trial_user_attr(trial._trial_id, TRIAL_ID_ATTR, row.id)
-                if status in (TrialStatus.COMPLETE, TrialStatus.PRUNED) and finite:
+                if finite:
                     for epoch, value in finite:
                         if epoch not in trial.intermediate_values:
                             storage.set_trial_intermediate_value(trial._trial_id, epoch, value)
@@ -1049,25 +1049,6 @@ class Store:
         return sqlite.insert(table)
 
 
-def fail_stale_optuna_trials(
-    storage: optuna.storages.BaseStorage, study_names: Iterable[str]
-) -> list[int]:
-    """Set Optuna's RUNNING trials of these studies to FAIL; return their Optuna trial ids.
-
-    For trials with no row of ours to go by; `Store.settle_stale_optuna_trials` is what a resume
-    uses, as it first finishes the trials our rows say ended. Studies Optuna does not know are
-    skipped.
-    """
-    from optuna.trial import TrialState
-
-    failed: list[int] = []
-    for name in study_names:
-        for trial in _running_optuna_trials(storage, name):
-            storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            failed.append(trial._trial_id)
-    return failed
-
-
 def _running_optuna_trials(storage: optuna.storages.BaseStorage, study_name: str) -> list:
     from optuna.trial import TrialState
 
@@ -1079,7 +1060,7 @@ def _running_optuna_trials(storage: optuna.storages.BaseStorage, study_name: str
 
 
 def _same_driver(row: Any, driver: tuple[str, int]) -> bool:
-    return (row.driver_host, row.driver_pid) == tuple(driver) and row.status == "RUNNING"
+    return (row.driver_host, row.driver_pid) == tuple(driver) and row.status == StudyStatus.RUNNING
 
 
 def _rollback(session: Session) -> None:

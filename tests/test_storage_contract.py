@@ -27,7 +27,6 @@ from study import (
     StorageError,
     Store,
     StudyRecord,
-    fail_stale_optuna_trials,
     make_engine,
     mask_password,
     migrations,
@@ -565,15 +564,18 @@ def test_optuna_and_bootstudy_tables_coexist(storage_url, order):
     assert {"bootstudy_studies", "bootstudy_trials", "bootstudy_trial_metrics"} <= tables
 
 
-def test_fail_stale_optuna_trials(storage_url):
+def test_settling_fails_running_optuna_trials_with_no_row_and_leaves_finished_ones(
+    store, storage_url
+):
     storage = optuna_storage(storage_url)
     study = optuna.create_study(study_name="sweep/a", storage=storage)
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=1)
     stale = study.ask()  # RUNNING, its worker gone
-    assert fail_stale_optuna_trials(storage, ["sweep/a", "never-created"]) == [stale._trial_id]
+    settled = store.settle_stale_optuna_trials(storage, ["sweep/a", "never-created"], "val_acc")
+    assert settled == {"COMPLETE": [], "PRUNED": [], "FAIL": [stale._trial_id]}
     states = [trial.state for trial in study.get_trials()]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
-    assert fail_stale_optuna_trials(storage, ["sweep/a"]) == []
+    assert store.settle_stale_optuna_trials(storage, ["sweep/a"], "val_acc")["FAIL"] == []
     storage.engine.dispose()
 
 
