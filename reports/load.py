@@ -17,6 +17,7 @@ from search_spaces import get_space
 from study.engine import mask_password
 from study.status import Phase
 from study.store import Store, StudyRecord
+from trainers.errors import ConfigError
 
 __all__ = ["LoadedStudy", "load_study", "TRIAL_COLUMNS", "CURVE_METRICS", "MAX_CURVES"]
 
@@ -105,7 +106,7 @@ def _declared_order(space: str) -> dict[str, tuple]:
     bootstrapping first, as a reader expects), or nothing for a space no longer registered."""
     try:
         return dict(get_space(space).arms)
-    except Exception:  # noqa: BLE001 - an unknown or broken space only loses the order
+    except ConfigError:  # a space no longer registered only loses the order
         return {}
 
 

@@ -339,11 +339,9 @@ def _select_1(engine: Engine) -> None:
 
 
 def _ended_by_server(exc: BaseException) -> bool:
-    """A connection the server accepted and then ended (an admin, a failover): worth another try
-    when opening. Not a refused or unreachable one: a wrong port must fail at once."""
-    state = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
-    text = str(getattr(exc, "orig", exc)).lower()
-    return state in _LOST_STATES or "terminating connection" in text or "server closed" in text
+    """A lost connection (`connection_lost`) other than a refused one: worth another try when
+    opening (an admin or a failover ended it). A wrong port must fail at once."""
+    return connection_lost(exc) and "connection refused" not in _one_line(exc).lower()
 
 
 def _one_line(exc: BaseException) -> str:

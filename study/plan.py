@@ -140,12 +140,12 @@ class StudyConfig:
         # invalid value (a negative lr, a field the arm's mode does not use) is refused now, not
         # trial after trial in the middle of the study.
         probes = space.extreme_draws()
+        base = self.trainer_base()
         for arm in self.arms():
+            overrides = self.trial_overrides(arm)
             for params in probes:
                 try:
-                    space.trial_config(
-                        self.preset, arm, params, self.trainer_base(), self.trial_overrides(arm)
-                    )
+                    space.trial_config(self.preset, arm, params, base, overrides)
                 except ConfigError as err:
                     where = f"arm {arm.name}" + "".join(
                         f", searched {k}={v}" for k, v in params.items()

@@ -504,17 +504,12 @@ def _dataset(data_ref: list | None):
 
 
 def _trial(
-    config: dict[str, Any],
-    data_ref=None,
-    train_fn: TrainFn | None = None,
-    watchdog: WatchdogSpec | None = None,
+    config: dict[str, Any], watchdog: WatchdogSpec, data_ref=None, train_fn: TrainFn | None = None
 ) -> None:
     """Runs inside a Ray worker: train, report every epoch, the last one with the test results.
 
     `watchdog`: the driver's identity and --trial-timeout; the trial ends when the driver dies or
     its time is up (study/watchdog.py)."""
-    if watchdog is None:
-        return _train_and_report(config, data_ref, train_fn)
     with Watchdog(watchdog):
         return _train_and_report(config, data_ref, train_fn)
 

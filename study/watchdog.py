@@ -29,7 +29,7 @@ __all__ = ["Watchdog", "WatchdogSpec", "TrialTimeout", "timeout_message", "pid_a
 
 DRIVER_POLL_SECONDS = 1.0  # how often the worker checks on its driver: cheap (one kill(pid, 0))
 TIMEOUT_GRACE_SECONDS = 10.0  # after TrialTimeout was raised, how long before the process exits
-EXIT_DRIVER_GONE = 75  # the worker's exit status when it ends itself (EX_TEMPFAIL: resume re-runs)
+EXIT_ENDED = 75  # the worker's exit status when the watchdog ends it (EX_TEMPFAIL)
 
 
 class TrialTimeout(Exception):
@@ -101,7 +101,7 @@ class Watchdog:
                     file=sys.stderr,
                     flush=True,
                 )
-                os._exit(EXIT_DRIVER_GONE)
+                os._exit(EXIT_ENDED)
             if timeout is None:
                 continue
             elapsed = time.monotonic() - self._started
@@ -116,7 +116,7 @@ class Watchdog:
                     file=sys.stderr,
                     flush=True,
                 )
-                os._exit(EXIT_DRIVER_GONE)
+                os._exit(EXIT_ENDED)
 
 
 def timeout_message(timeout_seconds: float) -> str:
