@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 
 from reports import figures, stats
-from search_spaces import get_space
+from search_spaces.order import arm_order
 from study.engine import mask_password
 from study.status import Phase
 from study.store import Store, StudyRecord
-from trainers.errors import ConfigError
 
 __all__ = ["LoadedStudy", "load_study", "TRIAL_COLUMNS", "CURVE_METRICS", "MAX_CURVES"]
 
@@ -65,8 +64,7 @@ def load_study(store: Store, name: str) -> LoadedStudy:
     arms: dict[str, dict] = {}
     for arm, factors in zip(trials["arm"], trials["factors"], strict=True):
         arms.setdefault(arm, factors)
-    declared = _declared_order(record.space)
-    arms = dict(sorted(arms.items(), key=lambda kv: _sort_key(kv[1], declared)))
+    arms = {arm: arms[arm] for arm in arm_order(arms, record.space)}
     trials = trials.assign(arm=pd.Categorical(trials["arm"], categories=list(arms), ordered=True))
     trials = trials.sort_values(["arm", "id"]).assign(arm=lambda d: d["arm"].astype(str))
     # the self-supervised phase's seconds (ssl_init=dino; the same every epoch), shown apart
@@ -99,29 +97,6 @@ def load_study(store: Store, name: str) -> LoadedStudy:
         max_epochs=int(epochs),
         param_kinds=_param_kinds(trials, optuna_trials),
     )
-
-
-def _declared_order(space: str) -> dict[str, tuple]:
-    """Each arm factor's values in the order its space lists them (the methods space: vit and
-    bootstrapping first, as a reader expects), or nothing for a space no longer registered."""
-    try:
-        return dict(get_space(space).arms)
-    except ConfigError:  # a space no longer registered only loses the order
-        return {}
-
-
-def _sort_key(factors: dict, declared: dict[str, tuple]) -> tuple:
-    key = []
-    for k, v in factors.items():
-        if k == "mode" and v in figures.MODE_ORDER:
-            key.append((0, figures.MODE_ORDER.index(v), ""))
-        elif v in declared.get(k, ()):
-            key.append((0, declared[k].index(v), ""))
-        elif isinstance(v, int | float):
-            key.append((1, float(v), ""))
-        else:
-            key.append((2, 0.0, str(v)))
-    return tuple(key)
 
 
 def _param_kinds(trials: pd.DataFrame, optuna_trials: pd.DataFrame) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """Search spaces: named arms x searches, registered by name (`--list-spaces` shows them).
 
 Lives here: `SearchSpace` and its distributions, budgets and arms (_base.py), the built-in spaces
-(spaces.py); a new space is one `@register_space` function.
+(spaces.py), the order arms are listed in (order.py); a new space is one `@register_space` function.
 
 May import: `trainers` (its config, errors and `Registry`), never torch at import time.
 Imported by: `study` (the plan), `reports` (synthetic studies), `run_study.py`, tests and benches.

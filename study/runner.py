@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search_spaces.order import arm_order
 from study import provenance
 from study.arm_search import ArmSearch
 from study.engine import mask_password, optuna_storage
@@ -332,6 +333,8 @@ def _summarise(store: Store, config: StudyConfig, seconds: float, reused: int) -
             "final_test_acc_mean": float(final_test.mean()) if len(final_test) else None,
             "final_n": int(len(final_test)),
         }
+    factors = dict(zip(trials["arm"], trials["arm_factors"], strict=True))
+    best = {arm: best[arm] for arm in arm_order({a: factors[a] for a in best}, config.space)}
     return StudySummary(config.name, config.storage, counts, best, seconds)
 
 
@@ -343,7 +346,7 @@ def _print_summary(summary: StudySummary, config: StudyConfig, out) -> None:
             "best per arm (search phase: val_acc is optimistic, selected on validation):", file=out
         )
         width = max(len(a) for a in summary.best)
-        for arm, b in sorted(summary.best.items()):
+        for arm, b in summary.best.items():
             params = ", ".join(f"{k}={_short(v)}" for k, v in b["params"].items())
             final = (
                 f"  final test {b['final_test_acc_mean']:.2%} (n={b['final_n']})"
