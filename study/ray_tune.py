@@ -35,6 +35,7 @@ from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
+from study import frozen_code
 from study.status import TrialStatus
 from study.watchdog import Watchdog, WatchdogSpec, timeout_message
 from trainers.config import TrainConfig
@@ -582,6 +583,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = 
     entrypoint = getattr(utils, "get_entrypoint_name", None)
     if entrypoint is not None:
         utils.get_entrypoint_name = _masked_entrypoint
+    kwargs["runtime_env"] = frozen_code.runtime_env(local=address is None)
     try:
         return _init(address, num_cpus, kwargs)
     finally:

@@ -16,9 +16,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "runs_dir", "default_storage"]
+__all__ = ["REPO_ROOT", "from_checkout", "runs_dir", "default_storage"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def from_checkout() -> bool:
+    """Whether bootstudy runs from a checkout (an editable install, or a clone), not a wheel."""
+    return (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "run_study.py").is_file()
 
 
 def runs_dir() -> Path:
@@ -26,7 +31,7 @@ def runs_dir() -> Path:
     home = os.environ.get("BOOTSTUDY_HOME")
     if home:
         return Path(home).expanduser().resolve()
-    if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "run_study.py").is_file():
+    if from_checkout():
         return REPO_ROOT / "runs"
     data = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(data) / "bootstudy"
