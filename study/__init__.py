@@ -1,8 +1,8 @@
 """Running a study and keeping its record: the plan, the search, Ray, and the store.
 
 Lives here: `StudyConfig` and the facts it derives once (plan.py: arms, ASHA rungs, baselines, main
-view), the per-arm Optuna search (arm_search.py), the only module importing Ray (ray_tune.py), the
-driver (runner.py), the statuses (status.py), and the store: `Store` (store.py) with its tables
+view), the per-arm Optuna search (arm_search.py), the only module importing Ray (ray_tune.py) and
+the code it ships to the workers (frozen_code.py), the driver (runner.py), the statuses (status.py), and the store: `Store` (store.py) with its tables
 (schema.py, migrations/), Optuna's table shapes (optuna_schema.py) and URLs (engine.py), the only
 code that speaks SQL. `optuna_storage` opens Optuna's tables in the same database.
 
