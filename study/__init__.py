@@ -2,9 +2,10 @@
 
 Lives here: `StudyConfig` and the facts it derives once (plan.py: arms, ASHA rungs, baselines, main
 view), the per-arm Optuna search (arm_search.py), the only module importing Ray (ray_tune.py) and
-the code it ships to the workers (frozen_code.py), the driver (runner.py), the statuses (status.py), and the store: `Store` (store.py) with its tables
-(schema.py, migrations/), Optuna's table shapes (optuna_schema.py) and URLs (engine.py), the only
-code that speaks SQL. `optuna_storage` opens Optuna's tables in the same database.
+the code it ships to the workers (frozen_code.py), the driver (runner.py), the statuses
+(status.py), and the store: `Store` (store.py) with its tables (schema.py, migrations/), Optuna's
+table shapes (optuna_schema.py) and URLs (engine.py), the only code that speaks SQL.
+`optuna_storage` opens Optuna's tables in the same database.
 
 May import: `trainers`, `search_spaces`; never `reports` (the report reads the store afterwards).
 Imported by: `reports` (the store, the statuses, the plan), `run_study.py`, tests and benches.

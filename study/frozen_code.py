@@ -17,6 +17,8 @@ node of a cluster too:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 __all__ = ["runtime_env"]
@@ -25,9 +27,11 @@ __all__ = ["runtime_env"]
 EXCLUDES = ["/.git", "/.venv", "/runs", "/.gpu", "/.whl", "__pycache__", "*.pyc"]
 
 
-def runtime_env(local: bool) -> dict[str, Any]:
-    """The job's runtime environment. For a local Ray the workers also get the driver's runs
-    directory, which `trainers.home` would otherwise look for in the copy."""
+def runtime_env(local: bool, keep_out: Iterable[str | Path] = ()) -> dict[str, Any]:
+    """The job's runtime environment. `keep_out`: folders that never travel though git may not
+    ignore them (the study's results directory), besides the runs directory. For a local Ray the
+    workers also get the driver's runs directory, which `trainers.home` would otherwise look for
+    in the copy."""
     import search_spaces
     import study
     import trainers
@@ -35,9 +39,23 @@ def runtime_env(local: bool) -> dict[str, Any]:
 
     env: dict[str, Any]
     if from_checkout():
-        env = {"working_dir": str(REPO_ROOT), "excludes": list(EXCLUDES)}
+        excludes = list(EXCLUDES)
+        for folder in (runs_dir(), *keep_out):
+            inside = _inside(Path(folder), REPO_ROOT)
+            if inside is not None and f"/{inside}" not in excludes:
+                excludes.append(f"/{inside}")
+        env = {"working_dir": str(REPO_ROOT), "excludes": excludes}
     else:
         env = {"py_modules": [trainers, study, search_spaces]}
     if local:
         env["env_vars"] = {"BOOTSTUDY_HOME": str(runs_dir())}
     return env
+
+
+def _inside(folder: Path, root: Path) -> str | None:
+    """`folder` relative to `root` as a posix path, or None if it is not below it (or is it)."""
+    try:
+        relative = folder.expanduser().resolve().relative_to(root.resolve())
+    except ValueError:
+        return None
+    return relative.as_posix() if relative.parts else None

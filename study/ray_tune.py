@@ -558,12 +558,18 @@ def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
 # --- running --------------------------------------------------------------------------------------
 
 
-def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = True):
+def ray_session(
+    address: str | None,
+    num_cpus: int | None = None,
+    quiet: bool = True,
+    keep_out: tuple[str, ...] = (),
+):
     """Start (or join, with `address`) Ray; returns a function that shuts it down again.
 
     A local Ray that is already up (started in a notebook, or once for a whole test session) is
     used as it is and left running: its owner shuts it down, and each study saves Ray's start-up
-    and gets warm workers."""
+    and gets warm workers. A Ray started here ships the driver's code to the workers
+    (`study.frozen_code`), never the folders in `keep_out`."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # no CSV/JSON/TB per trial
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -583,7 +589,7 @@ def ray_session(address: str | None, num_cpus: int | None = None, quiet: bool = 
     entrypoint = getattr(utils, "get_entrypoint_name", None)
     if entrypoint is not None:
         utils.get_entrypoint_name = _masked_entrypoint
-    kwargs["runtime_env"] = frozen_code.runtime_env(local=address is None)
+    kwargs["runtime_env"] = frozen_code.runtime_env(local=address is None, keep_out=keep_out)
     try:
         return _init(address, num_cpus, kwargs)
     finally:

@@ -79,7 +79,8 @@ def run_study(
     lease = Lease.claim(store, config.name, study.id) if study is not None else None
     shutdown = _nothing
     try:
-        shutdown = ray_tune.ray_session(config.address)  # a bad --address fails before any write
+        # a bad --address fails before any write; results never travel with the job's code
+        shutdown = ray_tune.ray_session(config.address, keep_out=(config.results_dir,))
         ray_tune.check_trial_fits(config.cpus_per_trial, config.gpus_per_trial)
         data = load_dataset(config.dataset, config.data_dir)  # missing data: before any write
     except BaseException:

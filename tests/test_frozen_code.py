@@ -27,7 +27,7 @@ import json, os, pathlib
 import ray
 from study.ray_tune import ray_session
 
-shutdown = ray_session(None, num_cpus=1)
+shutdown = ray_session(None, num_cpus=1, keep_out=(os.environ["RESULTS"],))
 code = pathlib.Path(os.environ["CODE"], "trainers")
 init = code / "__init__.py"
 init.write_text(init.read_text() + "\nEDITED_AFTER_START = True\n")  # an edit mid-study
@@ -35,7 +35,7 @@ init.write_text(init.read_text() + "\nEDITED_AFTER_START = True\n")  # an edit m
 
 @ray.remote
 def probe():
-    import importlib.util
+    import importlib.util, os
     import trainers, trainers.home
     try:
         import bench.chaos
@@ -47,6 +47,7 @@ def probe():
         "file": trainers.__file__,
         "bench": bench and bench.chaos.__file__,
         "home": str(trainers.home.runs_dir()),
+        "shipped_results": [p for p in ("runs/big.bin", "out/big.bin") if os.path.exists(p)],
     }
 
 print(json.dumps(ray.get(probe.remote())))
@@ -61,8 +62,9 @@ def test_workers_run_the_code_the_driver_started_with(tmp_path, layout):
     if layout == "checkout":
         code = cwd = tmp_path / "checkout"
         shutil.copytree(REPO, code, ignore=shutil.ignore_patterns(*NOT_COPIED))
-        (code / "runs").mkdir()
-        (code / "runs" / "big.bin").write_bytes(b"\0" * (4 << 20))  # results never travel
+        for results in ("runs", "out"):  # the default runs directory, and a --results-dir
+            (code / results).mkdir()
+            (code / results / "big.bin").write_bytes(b"\0" * (4 << 20))
     else:
         code, cwd = tmp_path / "site-packages", tmp_path / "work"
         for package in ("trainers", "study", "search_spaces"):
@@ -72,7 +74,13 @@ def test_workers_run_the_code_the_driver_started_with(tmp_path, layout):
         cwd.mkdir()
     (cwd / "probe.py").write_text(PROBE)
     home = tmp_path / "home"
-    env = {**os.environ, "PYTHONPATH": str(code), "BOOTSTUDY_HOME": str(home), "CODE": str(code)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(code),
+        "BOOTSTUDY_HOME": str(home),
+        "CODE": str(code),
+        "RESULTS": str(code / "out"),
+    }
     done = subprocess.run(
         [sys.executable, "probe.py"], cwd=cwd, env=env, capture_output=True, text=True,
         timeout=240,
@@ -83,4 +91,5 @@ def test_workers_run_the_code_the_driver_started_with(tmp_path, layout):
     assert not seen["file"].startswith(str(code)), seen  # Ray's unpacked copy
     if layout == "checkout":  # the whole checkout travels: bench/ too (chaos's faulty trainer)
         assert seen["bench"].endswith("bench/chaos.py"), seen
+        assert seen["shipped_results"] == [], seen  # but never results: runs/, --results-dir
     assert seen["home"] == str(home.resolve()), seen  # the driver's runs directory, not the copy's
