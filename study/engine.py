@@ -248,7 +248,8 @@ def _check_sqlite_path(path: Path) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     where = f"cannot write the SQLite database at {path}"
     # the runs directory (trainers.home) and a relative runs/ are ours: created on first use
-    if not directory.exists() and any(_is_under(directory, r) for r in (runs_dir(), Path("runs"))):
+    ours = (runs_dir().resolve(), Path("runs").resolve())
+    if not directory.exists() and any(directory.resolve().is_relative_to(r) for r in ours):
         directory.mkdir(parents=True, exist_ok=True)
     if not directory.exists():
         raise StorageError(f"{where}: directory {directory} does not exist")
@@ -258,14 +259,6 @@ def _check_sqlite_path(path: Path) -> None:
         raise StorageError(f"{where}: directory {directory} is not writable")
     if path.exists() and (path.is_dir() or not os.access(path, os.R_OK | os.W_OK)):
         raise StorageError(f"{where}: it is a directory or not readable and writable")
-
-
-def _is_under(directory: Path, root: Path) -> bool:
-    try:
-        directory.resolve().relative_to(root.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:

@@ -40,22 +40,16 @@ def runtime_env(local: bool, keep_out: Iterable[str | Path] = ()) -> dict[str, A
     env: dict[str, Any]
     if from_checkout():
         excludes = list(EXCLUDES)
-        for folder in (runs_dir(), *keep_out):
-            inside = _inside(Path(folder), REPO_ROOT)
-            if inside is not None and f"/{inside}" not in excludes:
-                excludes.append(f"/{inside}")
+        root = REPO_ROOT.resolve()
+        for folder in (Path(f).expanduser().resolve() for f in (runs_dir(), *keep_out)):
+            if folder == root or not folder.is_relative_to(root):
+                continue  # only folders inside the checkout would travel
+            pattern = f"/{folder.relative_to(root).as_posix()}"
+            if pattern not in excludes:
+                excludes.append(pattern)
         env = {"working_dir": str(REPO_ROOT), "excludes": excludes}
     else:
         env = {"py_modules": [trainers, study, search_spaces]}
     if local:
         env["env_vars"] = {"BOOTSTUDY_HOME": str(runs_dir())}
     return env
-
-
-def _inside(folder: Path, root: Path) -> str | None:
-    """`folder` relative to `root` as a posix path, or None if it is not below it (or is it)."""
-    try:
-        relative = folder.expanduser().resolve().relative_to(root.resolve())
-    except ValueError:
-        return None
-    return relative.as_posix() if relative.parts else None

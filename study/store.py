@@ -586,10 +586,9 @@ class Store:
                 finite = [(epoch, value) for epoch, value in curve if math.isfinite(value)]
                 if row is not None and TRIAL_ID_ATTR not in trial.user_attrs:
                     storage.set_trial_user_attr(trial._trial_id, TRIAL_ID_ATTR, row.id)
-                if finite:
-                    for epoch, value in finite:
-                        if epoch not in trial.intermediate_values:
-                            storage.set_trial_intermediate_value(trial._trial_id, epoch, value)
+                for epoch, value in finite:
+                    if epoch not in trial.intermediate_values:
+                        storage.set_trial_intermediate_value(trial._trial_id, epoch, value)
                 if status == TrialStatus.COMPLETE and finite:
                     storage.set_trial_state_values(
                         trial._trial_id, state=TrialState.COMPLETE, values=[finite[-1][1]]
