@@ -43,7 +43,7 @@ def test_trainer_help_is_generated_from_every_config_field_and_its_comment():
         assert " ".join(comments[f.name].split()[:3]) in entry.group(1), option
     # a comment continued on the next line is part of the description
     assert "searches select on it, test is only for final reporting (default: 0.1)" in text
-    assert "--agent-norm {pre,post}" in text and "--hint-distance {ln_mse,l2_mse}" in text
+    assert "--agent-norm {pre,post,post_sum}" in text and "--hint-distance {ln_mse,l2_mse}" in text
     assert "--data-fraction X, --fraction X" in text
 
 

@@ -88,12 +88,21 @@ def feats(*shapes, seed=0):
     return [torch.randn(*s, generator=generator, dtype=torch.float64) for s in shapes]
 
 
-def hint(vit_feats, agent_feats, distance="ln_mse", resample="avgpool1d", layers=None, grids=None):
+def hint(
+    vit_feats,
+    agent_feats,
+    distance="ln_mse",
+    resample="avgpool1d",
+    layers=None,
+    grids=None,
+    reduce="sum",
+):
     grids = grids or [(4, 4)] * len(agent_feats)
     return hint_loss(
         vit_feats,
         agent_feats,
         layers=layers,
+        reduce=reduce,
         distance=distance,
         resample=resample,
         vit_grid=(4, 4),
@@ -143,15 +152,20 @@ def test_l2_mse_is_invariant_to_global_scaling_and_has_unit_scale():
     assert hint([e0], [e1], "l2_mse").item() == pytest.approx(2.0, rel=1e-6)
 
 
-def test_hint_gradient_reaches_vit_only_and_layers_are_averaged():
-    vit_feats = [t.requires_grad_() for t in feats((2, 16, 8), (2, 16, 8))]
-    agent_feats = [t.requires_grad_() for t in feats((2, 16, 8), (2, 16, 8), seed=3)]
-    both = hint(vit_feats, agent_feats)
-    both.backward()
+def test_hint_gradient_reaches_vit_only_and_layers_are_summed():
+    # The released code weights each block's hint as its own term and sums them (mutual_loss.py
+    # keys *_layer_i); reduce="mean" divides by the number of blocks (bootstudy before).
+    vit_feats = [t.requires_grad_() for t in feats((2, 16, 8), (2, 16, 8), (2, 16, 8))]
+    agent_feats = [t.requires_grad_() for t in feats((2, 16, 8), (2, 16, 8), (2, 16, 8), seed=3)]
+    summed = hint(vit_feats, agent_feats)
+    summed.backward()
     assert all(t.grad is not None for t in vit_feats)
     assert all(t.grad is None for t in agent_feats)
-    one = [hint(vit_feats, agent_feats, layers=(i,)).item() for i in range(2)]
-    assert both.item() == pytest.approx(sum(one) / 2, rel=1e-12)
+    one = [hint(vit_feats, agent_feats, layers=(i,)).item() for i in range(3)]
+    assert summed.item() == pytest.approx(sum(one), rel=1e-12)
+    mean = hint(vit_feats, agent_feats, reduce="mean").item()
+    assert mean == pytest.approx(sum(one) / 3, rel=1e-12)
+    assert hint(vit_feats, agent_feats, layers=(0, 2)).item() == pytest.approx(one[0] + one[2])
 
 
 def test_hint_reduces_the_longer_side_either_way():

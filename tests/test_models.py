@@ -334,17 +334,22 @@ def test_design_registry():
 # Standalone agent
 
 
-def standalone(num_heads=9, norm="pre"):
+def standalone(num_heads=9, norm="pre", conv="factored"):
     shape = dataclasses.replace(SMALL_SHAPE, num_heads=num_heads)
-    return StandaloneAgent(shape, design="res_like", stem="vit_like", norm=norm)
+    return StandaloneAgent(shape, design="res_like", stem="vit_like", norm=norm, conv=conv)
 
 
-def test_standalone_agent_owns_exactly_what_it_uses():
-    agent = standalone()
+@pytest.mark.parametrize("conv", ["dense", "factored"])
+@pytest.mark.parametrize("num_heads", [9, 6])
+def test_standalone_agent_owns_exactly_what_it_uses(conv, num_heads):
+    agent = standalone(num_heads=num_heads, conv=conv)
     dim, hidden, depth = 36, 72, 2
-    per_block = 2 * (dim * dim + dim) + (dim * hidden + hidden) + (hidden * dim + dim)
+    mlp = (dim * hidden + hidden) + (hidden * dim + dim)
+    # dense: a full D x D matrix per head's kernel position (released conv_sl: 9 x 36^2 + 36 =
+    # 11,700 per block; conv_manyhead with 6 heads: 7,812); factored: W_v, W_o (2,664)
+    attention = num_heads * dim * dim + dim if conv == "dense" else 2 * (dim * dim + dim)
     own_parts = (16 * dim + dim) + depth * 4 * dim + 2 * dim + (dim * 10 + 10)
-    assert count(agent) == depth * per_block + own_parts
+    assert count(agent) == depth * (attention + mlp) + own_parts
     logits, features = agent(torch.randn(4, 1, 16, 16))
     (logits.sum() + features[-1].square().mean()).backward()
     for name, param in agent.named_parameters():
@@ -355,11 +360,69 @@ def test_standalone_with_the_vits_weights_equals_the_shared_agent():
     vit = small_vit(num_heads=6)
     randomize_biases(vit)
     agent = shared(vit, design="res_like", norm="post").eval()
-    alone = standalone(num_heads=6, norm="post").eval()
+    alone = standalone(num_heads=6, norm="post", conv="factored").eval()
     alone.load_state_dict(agent.state_dict(), strict=False)
     with torch.no_grad():
         for i, params in enumerate(alone.block_params):
             for target, source in zip(params.weights(), agent.block_weights(i), strict=True):
-                target.copy_(source)
+                if target is not None:  # the dense pair is None on both sides
+                    target.copy_(source)
         x = torch.randn(3, 1, 16, 16)
         torch.testing.assert_close(alone(x)[0], agent(x)[0], rtol=0, atol=0)
+
+
+def test_dense_agent_with_the_vits_head_matrices_equals_the_shared_agent():
+    # the dense kernel holding M_h = W_o^h W_v^h (and b_o + W_o b_v) is the shared agent exactly
+    vit = small_vit(num_heads=9).double()
+    randomize_biases(vit)
+    agent = shared(vit, design="res_like", norm="pre").double().eval()
+    alone = standalone(num_heads=9, norm="pre", conv="dense").double().eval()
+    alone.load_state_dict(agent.state_dict(), strict=False)
+    with torch.no_grad():
+        for i, params in enumerate(alone.block_params):
+            w = agent.block_weights(i)
+            params.conv_weight.copy_(head_matrices(w.value_weight, w.proj_weight, 9))
+            params.conv_bias.copy_(generalized_conv_bias(w.value_bias, w.proj_weight, w.proj_bias))
+            for layer, weight, bias in (
+                (params.fc1, w.fc1_weight, w.fc1_bias),
+                (params.fc2, w.fc2_weight, w.fc2_bias),
+            ):
+                layer.weight.copy_(weight)
+                layer.bias.copy_(bias)
+        x = torch.randn(3, 1, 16, 16, dtype=torch.float64)
+        torch.testing.assert_close(alone(x)[0], agent(x)[0], rtol=0, atol=1e-12)
+
+
+def test_dense_nine_head_kernel_is_a_plain_3x3_convolution():
+    # the released Agent-S conv_sl is nn.Conv2d(D, D, 3, padding=1): kernel position (r, c) is
+    # raster position h = 3r + c, the same cross-correlation as ours
+    torch.manual_seed(0)
+    agent = standalone(num_heads=9, conv="dense").double()
+    params = agent.block_params[0]
+    conv = torch.nn.Conv2d(36, 36, 3, padding=1).double()
+    with torch.no_grad():
+        conv.weight.copy_(params.conv_weight.permute(1, 2, 0).reshape(36, 36, 3, 3))
+        conv.bias.copy_(params.conv_bias)
+    x = torch.randn(2, 36, 5, 5, dtype=torch.float64)
+    got = agent.blocks[0].conv_attention(x, params.weights())
+    torch.testing.assert_close(got, conv(x), rtol=0, atol=1e-12)
+
+
+def test_post_norm_is_x_plus_bn_of_the_branch():
+    # the released post-norm block (cnn_blocks.py post_forward): x + BN(f(x)) for each branch;
+    # post_sum is the classic BN(x + f(x))
+    torch.manual_seed(0)
+    agent = standalone(norm="post", conv="dense").double().eval()
+    block, weights = agent.blocks[0], agent.block_params[0].weights()
+    for bn in (block.norm1, block.norm2):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 36, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        y = x + block.norm1(block.conv_attention(x, weights))
+        expected = y + block.norm2(block.conv_mlp(y, weights, agent.act))
+        torch.testing.assert_close(block(x, weights, agent.act), expected, rtol=0, atol=0)
+        block.norm = "post_sum"
+        y = block.norm1(x + block.conv_attention(x, weights))
+        expected = block.norm2(y + block.conv_mlp(y, weights, agent.act))
+        torch.testing.assert_close(block(x, weights, agent.act), expected, rtol=0, atol=0)

@@ -39,6 +39,13 @@ OTHER_VALUE = {
     "agent_stem": "resnet_like",
     "hint_layers": [0],
     "impulse_window": 5,
+    "agent_norm": "post",
+    "agent_drop_rate": 0.3,
+    "cls_vit": 0.7,
+    "cls_agent": 0.7,
+    "kd_vit": 0.7,
+    "kd_agent": 0.7,
+    "hint": 3.0,
 }
 
 

@@ -13,9 +13,17 @@ zero padding. For odd k the window is centred; for even k (4 heads -> k = 2) it 
 {-1, 0}: the padding is k // 2 before and k - 1 - k // 2 after, so the output keeps the input grid.
 
 `SharedAgent` reads the ViT's weights on every forward (shared mode: gradients of the agent's
-loss flow into the ViT's value rows, output projection and MLP); `StandaloneAgent` owns the same
-weights (agent-alone and joint modes). Both share all forward code through `AgentCNN`, which
-asks a subclass only for each block's `BlockWeights`.
+loss flow into the ViT's value rows, output projection and MLP); `StandaloneAgent` owns its
+weights (agent-alone and joint modes). By default (`conv="dense"`) its attention convolution is
+the released code's: a full D x D matrix at each of the first `heads` positions of the k x k
+kernel (Agent-S `conv_sl`, a plain 3 x 3 conv when heads = 9; Agent-B `conv_manyhead`); with
+`conv="factored"` it is shared mode's W_o shift W_v form with its own W_v, W_o (rank head_dim per
+position). Both share all forward code through `AgentCNN`, which asks a subclass only for each
+block's `BlockWeights`.
+
+Block layouts (`norm`): pre: x + f(BN(x)); post: x + BN(f(x)) (the released post-norm block,
+cnn_blocks.py); post_sum: BN(x + f(x)). Dropout (`drop_rate`) acts after the MLP's activation,
+where the released agents have it (the shared agent's MLP is the ViT's, dropout included).
 
 Example:
     >>> import torch
@@ -47,6 +55,7 @@ from trainers.registry import Registry
 from trainers.vit import ViTShape
 
 __all__ = [
+    "AGENT_CONVS",
     "AGENT_DESIGNS",
     "AGENT_NORMS",
     "AGENT_STEMS",
@@ -67,7 +76,8 @@ __all__ = [
 ]
 
 AGENT_STEMS = ("vit_like", "resnet_like")  # paper: ViT-like patch conv or ResNet-like stem
-AGENT_NORMS = ("pre", "post")  # where each block's BatchNorm2d sits, as the ViT's LayerNorm
+AGENT_NORMS = ("pre", "post", "post_sum")  # where each block's BatchNorm2d sits (module doc)
+AGENT_CONVS = ("dense", "factored")  # the standalone agent's attention convolution
 RESNET_STEM_WIDTH = 64  # channels after the 7x7 conv, as ResNet and the released code
 
 
@@ -132,21 +142,31 @@ def _res_like(depth: int) -> tuple[int, ...]:
     return tuple(b for b in (0, 1) if b < depth)
 
 
+@register_agent_design("res_like_b")
+def _res_like_b(depth: int) -> tuple[int, ...]:
+    # The released ViT-B agent (agent-base-res_like.yaml, 12 blocks): pool after blocks 2 and 8.
+    return tuple(b for b in (2, 8) if b < depth)
+
+
 # ----------------------------------------------------------------------------------------------
 # The generalized convolution
 
 
 class BlockWeights(NamedTuple):
-    """The ViT block weights the agent uses (timm nn.Linear layout: [out, in])."""
+    """One agent block's weights (nn.Linear layout: [out, in]). The attention convolution is
+    either factored (value and projection weights: the ViT's, or a factored agent's own) or dense
+    (`head_mats`, a dense agent's own); the other pair is None."""
 
-    value_weight: torch.Tensor  # [A, D]: the value rows of the fused qkv, A = heads * head_dim
+    value_weight: torch.Tensor | None  # [A, D]: the value rows of the fused qkv, A = heads * d_h
     value_bias: torch.Tensor | None  # [A]
-    proj_weight: torch.Tensor  # [D, A]: the attention's output projection
+    proj_weight: torch.Tensor | None  # [D, A]: the attention's output projection
     proj_bias: torch.Tensor | None  # [D]
     fc1_weight: torch.Tensor  # [hidden, D]
     fc1_bias: torch.Tensor | None
     fc2_weight: torch.Tensor  # [D, hidden]
     fc2_bias: torch.Tensor | None
+    head_mats: torch.Tensor | None = None  # [H, D, D]: kernel position h's matrix (dense)
+    conv_bias: torch.Tensor | None = None  # [D] (dense)
 
 
 def conv_kernel_size(num_heads: int) -> int:
@@ -324,12 +344,13 @@ def _build_stem(stem: str, in_chans: int, embed_dim: int, patch_size: int) -> tu
 
 
 class AgentBlock(nn.Module):
-    """One ViT block as convolutions; holds only its own two BatchNorm2d layers."""
+    """One ViT block as convolutions; holds only its own two BatchNorm2d layers (and dropout)."""
 
-    def __init__(self, embed_dim: int, num_heads: int, pre_norm: bool):
+    def __init__(self, embed_dim: int, num_heads: int, norm: str, drop_rate: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
-        self.pre_norm = pre_norm
+        self.norm = norm
+        self.mlp_drop = nn.Dropout(drop_rate)  # after the MLP's activation, as the released agents
         self.dense_kernel = False  # True: assemble the k x k kernel (the reference, for tests)
         # the fixed one-hot shift of the factored conv; not a parameter, not in state_dict
         shift = shift_kernel(num_heads, embed_dim // num_heads)
@@ -338,6 +359,8 @@ class AgentBlock(nn.Module):
         self.norm2 = nn.BatchNorm2d(embed_dim)  # for the ViT's norm2
 
     def conv_attention(self, x: torch.Tensor, w: BlockWeights) -> torch.Tensor:
+        if w.head_mats is not None:  # a dense agent's own kernel
+            return generalized_conv2d(x, w.head_mats, w.conv_bias)
         bias = generalized_conv_bias(w.value_bias, w.proj_weight, w.proj_bias)
         if self.dense_kernel:  # the plain path: the paper's kernel, assembled
             mats = head_matrices(w.value_weight, w.proj_weight, self.num_heads)
@@ -347,13 +370,17 @@ class AgentBlock(nn.Module):
         )
 
     def conv_mlp(self, x: torch.Tensor, w: BlockWeights, act: nn.Module) -> torch.Tensor:
-        return _conv1x1(act(_conv1x1(x, w.fc1_weight, w.fc1_bias)), w.fc2_weight, w.fc2_bias)
+        hidden = self.mlp_drop(act(_conv1x1(x, w.fc1_weight, w.fc1_bias)))
+        return _conv1x1(hidden, w.fc2_weight, w.fc2_bias)
 
     def forward(self, x: torch.Tensor, w: BlockWeights, act: nn.Module) -> torch.Tensor:
-        if self.pre_norm:
+        if self.norm == "pre":
             x = x + self.conv_attention(self.norm1(x), w)
             return x + self.conv_mlp(self.norm2(x), w, act)
-        x = self.norm1(x + self.conv_attention(x, w))
+        if self.norm == "post":  # the released post-norm block: the norm ends each branch
+            x = x + self.norm1(self.conv_attention(x, w))
+            return x + self.norm2(self.conv_mlp(x, w, act))
+        x = self.norm1(x + self.conv_attention(x, w))  # post_sum
         return self.norm2(x + self.conv_mlp(x, w, act))
 
 
@@ -365,7 +392,9 @@ class AgentCNN(nn.Module):
     module, and its pooling is a separate module); `feature_grids[i]` is that block's (h, w).
     """
 
-    def __init__(self, shape: ViTShape, *, design: str, stem: str, norm: str):
+    def __init__(
+        self, shape: ViTShape, *, design: str, stem: str, norm: str, drop_rate: float = 0.0
+    ):
         # shape.mlp_ratio is not read here: only StandaloneAgent owns MLP weights to size.
         super().__init__()
         img_size, patch_size, embed_dim = shape.img_size, shape.patch_size, shape.embed_dim
@@ -375,6 +404,8 @@ class AgentCNN(nn.Module):
             raise ConfigError(f"agent: unknown stem {stem!r} (known: {list(AGENT_STEMS)})")
         if norm not in AGENT_NORMS:
             raise ConfigError(f"agent: unknown norm {norm!r} (known: {list(AGENT_NORMS)})")
+        if not 0.0 <= drop_rate < 1.0:
+            raise ConfigError(f"agent: drop_rate must be in [0, 1), got {drop_rate}")
         if img_size % patch_size:
             raise ConfigError(f"agent: patch_size {patch_size} does not divide img_size {img_size}")
         self.design, self.stem_name, self.norm_name = design, stem, norm
@@ -383,7 +414,7 @@ class AgentCNN(nn.Module):
         self.stem, stride = _build_stem(stem, shape.in_chans, embed_dim, patch_size)
         self.feature_grids = _feature_grids(img_size // stride, depth, self.pool_after, design)
         self.blocks = nn.ModuleList(
-            AgentBlock(embed_dim, num_heads, pre_norm=norm == "pre") for _ in range(depth)
+            AgentBlock(embed_dim, num_heads, norm, drop_rate) for _ in range(depth)
         )
         self.head = nn.Sequential(  # for the ViT's final norm, then the classifier
             nn.BatchNorm2d(embed_dim),
@@ -448,6 +479,7 @@ class SharedAgent(AgentCNN):
         norm: str,
         num_classes: int,
         in_chans: int,
+        drop_rate: float = 0.0,
     ):
         _check_supported_vit(vit)
         first_block = vit.blocks[0]
@@ -461,7 +493,7 @@ class SharedAgent(AgentCNN):
             num_heads=first_block.attn.num_heads,
             mlp_ratio=first_block.mlp.fc1.out_features / vit.embed_dim,
         )
-        super().__init__(shape, design=design, stem=stem, norm=norm)
+        super().__init__(shape, design=design, stem=stem, norm=norm, drop_rate=drop_rate)
         object.__setattr__(self, "_vit", vit)  # not a submodule: see the class docstring
 
     @property
@@ -514,8 +546,8 @@ def _check_supported_vit(vit: VisionTransformer) -> None:
             raise ConfigError("agent: ViT blocks with layer scale or extra norms are unsupported")
 
 
-class _OwnBlockWeights(nn.Module):
-    """A standalone agent block's weights: exactly what the agent uses (no query/key)."""
+class _FactoredBlockWeights(nn.Module):
+    """A factored agent block's weights: what shared mode reads from the ViT (no query/key)."""
 
     def __init__(self, embed_dim: int, hidden_dim: int):
         super().__init__()
@@ -541,23 +573,75 @@ class _OwnBlockWeights(nn.Module):
         )
 
 
-class StandaloneAgent(AgentCNN):
-    """The agent with its own weights (agent-alone and joint modes), same architecture."""
+class _DenseBlockWeights(nn.Module):
+    """A dense agent block's weights: a full D x D matrix per used kernel position (the released
+    conv_sl / conv_manyhead), then the MLP's two 1x1 convolutions.
 
-    def __init__(self, shape: ViTShape, *, design: str, stem: str, norm: str):
+    Init as the released code: Xavier-uniform over the whole kernel and the MLP weights, zero
+    conv bias. The released MLP biases draw from N(1e-6, 1), std 1 (`nn.init.normal_(b, 1e-6)`
+    sets the mean, most likely meant as the std); we start them at zero instead.
+    """
+
+    def __init__(self, embed_dim: int, hidden_dim: int, num_heads: int):
+        super().__init__()
+        kernel = torch.empty(embed_dim, embed_dim, num_heads)  # conv_manyhead's layout
+        nn.init.xavier_uniform_(kernel)
+        self.conv_weight = nn.Parameter(kernel.permute(2, 0, 1).contiguous())  # [H, D_out, D_in]
+        self.conv_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.fc1 = nn.Linear(embed_dim, hidden_dim)
+        self.fc2 = nn.Linear(hidden_dim, embed_dim)
+        for layer in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def weights(self) -> BlockWeights:
+        return BlockWeights(
+            None,
+            None,
+            None,
+            None,
+            self.fc1.weight,
+            self.fc1.bias,
+            self.fc2.weight,
+            self.fc2.bias,
+            head_mats=self.conv_weight,
+            conv_bias=self.conv_bias,
+        )
+
+
+class StandaloneAgent(AgentCNN):
+    """The agent with its own weights (agent-alone and joint modes); `conv`: dense (released) or
+    factored (module doc); `drop_rate`: its MLP's dropout."""
+
+    def __init__(
+        self,
+        shape: ViTShape,
+        *,
+        design: str,
+        stem: str,
+        norm: str,
+        conv: str = "dense",
+        drop_rate: float = 0.0,
+    ):
         embed_dim, num_heads = shape.embed_dim, shape.num_heads
         if embed_dim % num_heads:
             raise ConfigError(
                 f"agent: embed_dim {embed_dim} is not divisible by num_heads {num_heads}"
             )
+        if conv not in AGENT_CONVS:
+            raise ConfigError(f"agent: unknown conv {conv!r} (known: {list(AGENT_CONVS)})")
         hidden_dim = int(embed_dim * shape.mlp_ratio)
         if hidden_dim < 1:
             raise ConfigError(
                 f"agent: mlp_ratio must give a hidden width >= 1, got {shape.mlp_ratio}"
             )
-        super().__init__(shape, design=design, stem=stem, norm=norm)
+        super().__init__(shape, design=design, stem=stem, norm=norm, drop_rate=drop_rate)
+        self.conv = conv
         self.block_params = nn.ModuleList(
-            _OwnBlockWeights(embed_dim, hidden_dim) for _ in range(shape.depth)
+            _DenseBlockWeights(embed_dim, hidden_dim, num_heads)
+            if conv == "dense"
+            else _FactoredBlockWeights(embed_dim, hidden_dim)
+            for _ in range(shape.depth)
         )
         self.act = nn.GELU()  # timm's ViT default activation
 

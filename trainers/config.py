@@ -1,7 +1,11 @@
 """`TrainConfig`: every knob of one training, typed, frozen, with the reason for each default.
 
-Defaults are the paper's shared-mode setup (Zhang et al., CVPR 2022, released configs) on the `tiny`
-CPU preset. A preset fills the model-size fields; anything passed explicitly wins over the preset.
+Defaults are the released code's method (Zhang et al., CVPR 2022; zhfeing/Bootstrapping-ViTs-pytorch
+configs) on the `tiny` CPU preset. Three layers fill the fields left at None, each only where the
+one before left a gap: what is passed explicitly, then the model preset (`MODEL_PRESETS`: sizes,
+dropout, the agent's layout), then the mode's released settings (`trainers.modes.Mode.released`:
+loss weights, clipping). Every place bootstudy departs from the released code is a named field
+whose default is the released behaviour (docs: "Differences from the released code").
 
     >>> cfg = TrainConfig.from_dict({"mode": "vit", "data_fraction": 0.1, "preset": "vit_s"})
     >>> cfg.embed_dim, cfg.depth
@@ -45,6 +49,8 @@ _VIT_S: dict[str, Any] = dict(
     drop_rate=0.1,
     agent_design="res_like",
     agent_stem="resnet_like",
+    agent_norm="pre",  # released S configs: pre_norm True
+    agent_drop_rate=0.1,  # released agent-small: the MLP drops 0.1 after its activation
 )
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {  # a CPU size: narrow, shallow, no dropout, the plain agent
@@ -55,11 +61,23 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "drop_rate": 0.0,
         "agent_design": "base",
         "agent_stem": "vit_like",
+        "agent_drop_rate": 0.0,
     },
     # between the two: the scale study's middle size (depth of vit_s, half its width)
     "mid": {**_VIT_S, "embed_dim": 144},
     "vit_s": dict(_VIT_S),
-    "vit_b": {**_VIT_S, "embed_dim": 384, "depth": 12, "num_heads": 6},
+    # the released ViT-B shared config (config/cifar100/shared/agent-base-res_like-vit-base.yaml):
+    # no ViT dropout, agent pooling after blocks 2 and 8, post-norm agent (the agent-base configs
+    # keep 0.1 dropout in the separate agent's MLP)
+    "vit_b": {
+        **_VIT_S,
+        "embed_dim": 384,
+        "depth": 12,
+        "num_heads": 6,
+        "drop_rate": 0.0,
+        "agent_design": "res_like_b",
+        "agent_norm": "post",
+    },
 }
 
 
@@ -84,24 +102,40 @@ class TrainConfig:
     depth: int | None = None  # ViT-S 6, ViT-B 12
     num_heads: int | None = None  # 9 heads fill a 3x3 generalized-conv kernel exactly
     mlp_ratio: float | None = None  # paper: 4 (1152 = 4 x 288)
-    drop_rate: float | None = None  # paper: dropout 0.1
-    attn_drop_rate: float = 0.0  # paper uses none
+    drop_rate: float | None = None  # released "dropout" (ViT-S 0.1, ViT-B none); where it acts:
+    #                                 vit_dropout
+    vit_dropout: Literal["released", "pos_embed"] = "released"  # released: the attention map,
+    #   the attention output and the MLP (transformer/mha.py), nothing after the position
+    #   embedding; pos_embed: timm <= 0.6's placement (after the position embedding, the attention
+    #   output and the MLP; no attention-map dropout), bootstudy's default before
+    attn_drop_rate: float | None = None  # None: drop_rate under vit_dropout=released, else 0
     drop_path_rate: float = 0.0  # paper uses none; small-data ViTs sometimes like 0.1
 
     # --- agent CNN --------------------------------------------------------------------------------
     agent_design: str | None = None  # base | res_like (2x2 pool after blocks 0, 1: paper's best)
     agent_stem: str | None = None  # vit_like (patch conv) | resnet_like (conv-BN-GELU-pool-conv)
-    agent_norm: Literal["pre", "post"] = "pre"  # BatchNorm where the ViT has its pre-LayerNorms
+    agent_norm: Literal["pre", "post", "post_sum"] | None = None  # preset; pre: BN before each
+    #   branch (as the ViT's LayerNorms); post: x + BN(f(x)) (the released post-norm block, ViT-B);
+    #   post_sum: BN(x + f(x)), the classic post-norm bootstudy used before
+    agent_conv: Literal["dense", "factored"] = "dense"  # the separate agent's (agent, joint
+    #   modes) attention convolution: dense k x k, a full D x D matrix per kernel position (the
+    #   released Agent-S conv_sl / Agent-B conv_manyhead); factored: W_o shift W_v, rank head_dim
+    #   per position, 4x fewer parameters (shared mode's form, where it is exact)
+    agent_drop_rate: float | None = None  # preset; the separate agent's MLP dropout after its
+    #   activation (released agent configs: 0.1); the shared agent uses the ViT's (drop_rate)
     resample: Literal["avgpool1d", "interp2d"] = "avgpool1d"  # released code / paper, when the
     #                                                          agent's token count differs
 
     # --- losses -----------------------------------------------------------------------------------
-    cls_vit: float = 0.5  # released shared-mode config; joint mode uses 1.0
-    cls_agent: float = 0.5  # released shared-mode config
-    kd_vit: float = 0.5  # ViT learns from the agent's logits; paper alpha = 1 in joint mode
-    kd_agent: float = 0.5  # mutual: the agent learns from the ViT's logits too
+    # None: the mode's released weight (Mode.released): shared 0.5/0.5/0.5/0.5/5, joint 1/1/1/1/10
+    cls_vit: float | None = None  # cross-entropy of the ViT
+    cls_agent: float | None = None  # cross-entropy of the agent
+    kd_vit: float | None = None  # ViT learns from the agent's logits; paper alpha = 1 (joint)
+    kd_agent: float | None = None  # mutual: the agent learns from the ViT's logits too
     kd_temp: float = 4.0  # paper: T = 4, loss scaled by T^2
-    hint: float = 5.0  # feature-hint weight; released shared config 5, paper beta = 10 (joint)
+    hint: float | None = None  # feature-hint weight per block; released shared 5, joint 10
+    hint_reduce: Literal["sum", "mean"] = "sum"  # over blocks: the released code weights each
+    #   block's hint as its own term and sums them; mean divides by the depth (bootstudy before)
     hint_distance: Literal["ln_mse", "l2_mse"] = "ln_mse"  # released code / paper eq. 6
     hint_layers: tuple[int, ...] | None = None  # None: every block
     hint_decay: Literal["linear", "none"] = "linear"  # weight x (1 - epoch/epochs): paper Table 4
@@ -112,13 +146,18 @@ class TrainConfig:
     epochs: int = 10  # paper: 240 on CIFAR; studies set this through ASHA's max_t
     batch_size: int = 64  # paper: 64
     lr: float = 1e-3  # paper: AdamW 1e-3
-    weight_decay: float = 0.05  # paper: 0.05 (not applied to norms, biases, embeddings)
+    weight_decay: float = 0.05  # paper: 0.05
+    weight_decay_exclude: Literal["none", "norms_biases_tokens"] = "none"  # released: every
+    #   tensor decays; norms_biases_tokens: timm/DeiT's habit (norms, biases, class token and
+    #   position embedding take none), bootstudy's default before
     warmup_epochs: float = 0.0  # paper: none; fractional epochs allowed
     min_lr: float = 1e-5  # cosine floor, ~lr/100
     label_smoothing: float = 0.0  # paper: none
-    clip_grad: float = (
-        5.0  # max grad norm, applied on EVERY step (released code: first only, a bug)
-    )
+    clip_grad: float | None = None  # max grad norm, every step; 0 = none. None: the mode's
+    #   released clipping: vit 0.1 (the released ViT configs), the others none (the S configs do
+    #   not clip; the B configs' mutual trainer clips only the first step, a bug we read as none)
+    clip_scope: Literal["per_network", "all"] = "per_network"  # joint mode: one norm per
+    #   network, as the released trainer; all: one norm over both (bootstudy before)
 
     # --- run --------------------------------------------------------------------------------------
     seed: int = 0  # initialisation, batch order, augmentation and dropout
@@ -158,15 +197,20 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown preset '{self.preset}'; choose from: {', '.join(MODEL_PRESETS)}"
             )
-        for key, value in preset.items():
+        mode = MODES.lookup(self.mode)  # unknown: one line naming the registered modes
+        filled = {**preset, **mode.released}
+        for key, value in filled.items():
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
+        # the released "dropout" drops the attention map too; timm <= 0.6's placement did not
+        filled["attn_drop_rate"] = self.drop_rate if self.vit_dropout == "released" else 0.0
+        if self.attn_drop_rate is None:
+            object.__setattr__(self, "attn_drop_rate", filled["attn_drop_rate"])
         self._check()
-        defaults = {f.name: f.default for f in dataclasses.fields(self)} | preset
+        defaults = {f.name: f.default for f in dataclasses.fields(self)} | filled
         check_fields(self.mode, dataclasses.asdict(self), defaults)
 
     def _check(self) -> None:
-        MODES.lookup(self.mode)  # unknown: one line naming the registered modes
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -212,6 +256,7 @@ class TrainConfig:
             "drop_path_rate",
             "attn_drop_rate",
             "drop_rate",
+            "agent_drop_rate",
         )
         for name in weights:
             if getattr(self, name) < 0:

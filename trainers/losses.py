@@ -26,6 +26,7 @@ from trainers.precision import upcast
 __all__ = [
     "HINT_DECAYS",
     "HINT_DISTANCES",
+    "HINT_REDUCTIONS",
     "RESAMPLE_METHODS",
     "hint_loss",
     "hint_weight",
@@ -36,6 +37,7 @@ __all__ = [
 RESAMPLE_METHODS = ("avgpool1d", "interp2d")  # released code / paper
 HINT_DISTANCES = ("ln_mse", "l2_mse")  # released code / paper eq. 6
 HINT_DECAYS = ("linear", "none")
+HINT_REDUCTIONS = ("sum", "mean")  # released code / bootstudy before
 
 
 def kd_loss(
@@ -109,18 +111,26 @@ def hint_loss(
     agent_feats: Sequence[torch.Tensor],
     *,
     layers: tuple[int, ...] | None,
+    reduce: str = "sum",
     distance: str,
     resample: str,
     vit_grid: tuple[int, int],
     agent_grids: Sequence[tuple[int, int]],
 ) -> torch.Tensor:
-    """Mean over `layers` (None = all) of distance(ViT block tokens, detached agent tokens).
+    """Sum (reduce="sum", the released code) or mean over `layers` (None = all) of
+    distance(ViT block tokens, detached agent tokens).
+
+    The released code makes each block's hint its own loss term (`*_layer_i`) and weights and sums
+    them, so the hint weight is per block and the hint grows with the depth; "mean" divides by the
+    number of blocks (what bootstudy did before, weaker by the depth at the same weight).
 
     When the token counts differ the longer sequence is reduced to the shorter (both methods).
     Only the ViT side carries gradient: the agent is the teacher of the hint.
     """
     if distance not in _DISTANCES:
         raise ConfigError(f"unknown hint distance {distance!r} (known: {list(HINT_DISTANCES)})")
+    if reduce not in HINT_REDUCTIONS:
+        raise ConfigError(f"unknown hint reduction {reduce!r} (known: {list(HINT_REDUCTIONS)})")
     if len(vit_feats) != len(agent_feats) or len(agent_feats) != len(agent_grids):
         raise ValueError("hint_loss needs one ViT feature, agent feature and agent grid per block")
     layers = tuple(range(len(vit_feats))) if layers is None else tuple(layers)
@@ -136,7 +146,8 @@ def hint_loss(
         elif n_target > n_student:
             target = resample_tokens(target, n_student, agent_grid, tuple(vit_grid), resample)
         distances.append(_DISTANCES[distance](student, target))
-    return sum(distances) / len(layers)
+    total = sum(distances)
+    return total if reduce == "sum" else total / len(layers)
 
 
 def hint_weight(base: float, epoch: int, epochs: int, decay: str) -> float:

@@ -62,6 +62,7 @@ def build_method_vit(
         drop_rate=cfg.drop_rate,
         attn_drop_rate=cfg.attn_drop_rate,
         drop_path_rate=cfg.drop_path_rate,
+        pos_drop_rate=cfg.drop_rate if cfg.vit_dropout == "pos_embed" else 0.0,
         pool=cfg.pool,
         **parts,
     )

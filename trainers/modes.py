@@ -41,7 +41,10 @@ if TYPE_CHECKING:
 __all__ = [
     "MODES",
     "AGENT_FIELDS",
+    "JOINT_RELEASED",
+    "OWN_AGENT_FIELDS",
     "PAIR_FIELDS",
+    "SHARED_RELEASED",
     "VIT_FIELDS",
     "AgentMode",
     "JointMode",
@@ -63,6 +66,7 @@ __all__ = [
 VIT_FIELDS = frozenset(  # the ViT's dropouts and the sibling methods' switches (trainers.methods)
     {
         "drop_rate",
+        "vit_dropout",
         "attn_drop_rate",
         "drop_path_rate",
         "init",
@@ -82,6 +86,8 @@ VIT_FIELDS = frozenset(  # the ViT's dropouts and the sibling methods' switches 
     }
 )
 AGENT_FIELDS = frozenset({"agent_design", "agent_stem", "agent_norm"})  # the agent CNN's layout
+# the agent with its own weights (agent and joint modes): its convolution and its MLP's dropout
+OWN_AGENT_FIELDS = frozenset({"agent_conv", "agent_drop_rate"})
 PAIR_FIELDS = frozenset(  # the losses coupling a ViT and an agent
     {
         "cls_vit",
@@ -90,12 +96,19 @@ PAIR_FIELDS = frozenset(  # the losses coupling a ViT and an agent
         "kd_agent",
         "kd_temp",
         "hint",
+        "hint_reduce",
         "hint_distance",
         "hint_layers",
         "hint_decay",
         "resample",
     }
 )
+
+
+# The released configs' loss weights (config/cifar100/{shared,joint}/*.yaml `weight_dict`). The
+# hint weight applies to each block's hint, and the blocks' hints are summed (hint_reduce=sum).
+SHARED_RELEASED = {"cls_vit": 0.5, "cls_agent": 0.5, "kd_vit": 0.5, "kd_agent": 0.5, "hint": 5.0}
+JOINT_RELEASED = {"cls_vit": 1.0, "cls_agent": 1.0, "kd_vit": 1.0, "kd_agent": 1.0, "hint": 10.0}
 
 
 class Mode:
@@ -113,6 +126,10 @@ class Mode:
     description: ClassVar[str] = ""  # one line for --help, listings and reports
     fields: ClassVar[frozenset[str]] = frozenset()  # mode-specific TrainConfig fields it reads
     primary: ClassVar[str] = "vit"  # the network whose accuracy is `val_acc`
+    # What the released code does for this mode, for the TrainConfig fields left at None: every
+    # mode states every such field (a mode that does not read the loss weights still resolves
+    # them, to the shared mode's, so its stored config is complete and comparable).
+    released: ClassVar[dict[str, Any]] = {"clip_grad": 0.0, **SHARED_RELEASED}
 
     def __init__(self, cfg: TrainConfig, num_classes: int, in_chans: int, img_size: int):
         """Build the networks; their random init comes from torch's global RNG (seed it first)."""
@@ -251,13 +268,19 @@ def agent_from_config(cfg: TrainConfig, num_classes: int, in_chans: int, img_siz
     from trainers.agent import StandaloneAgent
     from trainers.methods import vit_shape
 
-    return StandaloneAgent(vit_shape(cfg, num_classes, in_chans, img_size), **_agent_options(cfg))
+    return StandaloneAgent(
+        vit_shape(cfg, num_classes, in_chans, img_size),
+        **_agent_options(cfg),
+        conv=cfg.agent_conv,
+        drop_rate=cfg.agent_drop_rate,
+    )
 
 
 @register_mode("vit")
 class VitMode(Mode):
     description = "the ViT alone, from scratch (the baseline)"
     fields = VIT_FIELDS
+    released = {**Mode.released, "clip_grad": 0.1}  # config/cifar100/vit/vit-*.yaml, every step
 
     def build(self, num_classes, in_chans, img_size):
         return {"vit": vit_from_config(self.cfg, num_classes, in_chans, img_size)}
@@ -272,7 +295,7 @@ class VitMode(Mode):
 @register_mode("agent")
 class AgentMode(Mode):
     description = "the agent CNN alone, with its own weights"
-    fields = AGENT_FIELDS
+    fields = AGENT_FIELDS | OWN_AGENT_FIELDS
     primary = "agent"
 
     def build(self, num_classes, in_chans, img_size):
@@ -346,6 +369,7 @@ class PairMode(Mode):
                 outputs["vit_features"],
                 outputs["agent_features"],
                 layers=cfg.hint_layers,
+                reduce=cfg.hint_reduce,
                 distance=cfg.hint_distance,
                 resample=cfg.resample,
                 vit_grid=self.grids[0],
@@ -362,8 +386,15 @@ class SharedMode(PairMode):
     def build_agent(self, vit, num_classes, in_chans, img_size):
         from trainers.agent import SharedAgent
 
+        cfg = self.cfg
+        # the released shared agent's MLP is the ViT's, dropout included (joint_model.SharedMLP)
+        mlp_drop = cfg.drop_rate if cfg.vit_dropout == "released" else 0.0
         return SharedAgent(
-            vit, num_classes=num_classes, in_chans=in_chans, **_agent_options(self.cfg)
+            vit,
+            num_classes=num_classes,
+            in_chans=in_chans,
+            drop_rate=mlp_drop,
+            **_agent_options(cfg),
         )
 
     def backward(self, terms):
@@ -386,6 +417,8 @@ class SharedMode(PairMode):
 @register_mode("joint")
 class JointMode(PairMode):
     description = "a separate agent and the ViT, two optimizers, mutual KD + hint (paper Sec. 3.3)"
+    fields = PairMode.fields | OWN_AGENT_FIELDS
+    released = {**Mode.released, **JOINT_RELEASED}
 
     def build_agent(self, vit, num_classes, in_chans, img_size):
         return agent_from_config(self.cfg, num_classes, in_chans, img_size)

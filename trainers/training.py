@@ -202,6 +202,9 @@ class Run:
         schedule = _cosine(total, warmup, cfg.min_lr / cfg.lr)
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in self.optimizers]
         self.params = [p for m in self.networks.values() for p in m.parameters()]
+        # what one gradient-norm clip covers: each optimizer's networks apart (released), or all
+        groups = [[p for group in o.param_groups for p in group["params"]] for o in self.optimizers]
+        self.clip_groups = groups if cfg.clip_scope == "per_network" else [self.params]
         self.precision = resolve_precision(cfg.precision, device)
         self.autocast = autocast(self.precision, device)
         self.scaler = grad_scaler(self.precision, device)
@@ -273,10 +276,12 @@ def _device(name: str) -> torch.device:
 def adamw(cfg: TrainConfig, module: nn.Module, fused: bool) -> torch.optim.AdamW:
     """AdamW as the paper's recipe; `fused`: one kernel for every parameter (on CUDA, and with
     fp16 GradScaler's inf check without a host sync); else torch's default (foreach) path."""
-    # Norms, biases, the class token and position embedding take no weight decay (timm, DeiT).
-    groups = param_groups_weight_decay(
-        module, cfg.weight_decay, no_weight_decay_list=("*cls_token", "*pos_embed")
-    )
+    if cfg.weight_decay_exclude == "none":  # released: AdamW over model.parameters(), all decay
+        groups = [{"params": list(module.parameters()), "weight_decay": cfg.weight_decay}]
+    else:  # norms, biases, the class token and position embedding take none (timm, DeiT)
+        groups = param_groups_weight_decay(
+            module, cfg.weight_decay, no_weight_decay_list=("*cls_token", "*pos_embed")
+        )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), fused=fused or None)
 
 
@@ -395,7 +400,8 @@ def train_step(
         for opt in run.optimizers:
             scaler.unscale_(opt)
     if cfg.clip_grad > 0:  # every step (the released mutual trainer clips only the first)
-        torch.nn.utils.clip_grad_norm_(run.params, cfg.clip_grad)  # no sync: a clamped scale
+        for params in run.clip_groups:  # no sync: a clamped scale
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
     for opt, sched in zip(run.optimizers, run.schedulers, strict=True):
         if scaler is not None:
             scaler.step(opt)  # skipped when fp16 gradients overflowed

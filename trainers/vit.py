@@ -56,6 +56,7 @@ def build_vit(
     drop_rate: float,
     attn_drop_rate: float,
     drop_path_rate: float,
+    pos_drop_rate: float = 0.0,
     pool: str = "cls",
     pos_embed: str = "learn",
     embed_layer: Callable[..., nn.Module] | None = None,
@@ -64,9 +65,11 @@ def build_vit(
 ) -> VisionTransformer:
     """A timm ViT: class token (or global average pooling), learnable position embedding, pre-norm.
 
-    `drop_rate` has the meaning it had in timm <= 0.6 and in the paper's code ("dropout 0.1"):
-    dropout after the position embedding, after the attention projection and inside the MLP.
-    timm >= 0.9 split it into pos/proj/head rates; the classifier head gets no dropout here.
+    `drop_rate` is the released code's "dropout" outside the attention map: after the attention
+    output and inside the MLP (timm's proj_drop_rate); `attn_drop_rate` drops the attention map
+    (the released code uses the same rate for both); `pos_drop_rate` drops after the position
+    embedding (the released code: none; timm <= 0.6's single drop_rate did). The classifier head
+    gets no dropout.
     `pool`: `cls` classifies from a class token (the paper's ViT); `gap` has no class token and
     averages the patch tokens (what the impulse init needs). `embed_layer`, `mlp_layer` and
     `attn_layer` swap timm's parts for others with their constructor signature (trainers.dhvt).
@@ -93,6 +96,7 @@ def build_vit(
         ("drop_rate", drop_rate),
         ("attn_drop_rate", attn_drop_rate),
         ("drop_path_rate", drop_path_rate),
+        ("pos_drop_rate", pos_drop_rate),
     ):
         if not 0.0 <= rate < 1.0:
             raise ConfigError(f"vit: {name} must be in [0, 1), got {rate}")
@@ -120,7 +124,7 @@ def build_vit(
         qkv_bias=True,
         class_token=pool == "cls",
         pos_embed=pos_embed,  # "none" with SOPE, which carries position itself
-        pos_drop_rate=drop_rate,
+        pos_drop_rate=pos_drop_rate,
         proj_drop_rate=drop_rate,
         drop_rate=0.0,  # head dropout: not in the paper's ViT
         attn_drop_rate=attn_drop_rate,
