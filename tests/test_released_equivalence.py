@@ -274,6 +274,12 @@ def pair_diffs(ref: dict, mode_name: str) -> dict[str, float]:
             diffs[f"{term} @{epoch}"] = max_diff(terms[term], expected)
         total = sum(terms.values())
         diffs[f"total @{epoch}"] = max_diff(total, case["totals"][str(epoch)])
+        if mode_name == "joint":  # the released trainer steps each network on its own sum
+            per_network = case[f"per_model_{epoch}"]
+            vit_sum = sum(v for k, v in terms.items() if k in mode.vit_terms)
+            agent_sum = sum(v for k, v in terms.items() if k not in mode.vit_terms)
+            diffs[f"vit objective @{epoch}"] = max_diff(vit_sum, per_network["vit"])
+            diffs[f"agent objective @{epoch}"] = max_diff(agent_sum, per_network["cnn"])
         diffs |= grad_diffs(total, named, case["grads"], epoch)
     return diffs
 
