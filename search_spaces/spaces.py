@@ -12,9 +12,6 @@ from typing import Any
 from search_spaces._base import Budget, Categorical, Float, SearchSpace, register_space
 from trainers.modes import MODES
 
-# The released joint-mode config (separate agent, two optimizers): cls 1, kd 1, hint 10.
-JOINT_WEIGHTS = {"cls_vit": 1.0, "cls_agent": 1.0, "kd_vit": 1.0, "kd_agent": 1.0, "hint": 10.0}
-
 # CPU presets cap evaluation images: validation accuracy on 2,000 images has a standard error of
 # ~0.6 points near 90%, ample for ranking trials, and costs a third of evaluating all 6,000.
 CPU_EVAL = {"max_eval_images": 2000}
@@ -110,10 +107,6 @@ TINY_CAVEAT = (
 )
 
 
-def per_mode_weights(factors: dict[str, Any]) -> dict[str, Any]:
-    return dict(JOINT_WEIGHTS) if factors.get("mode") == "joint" else {}
-
-
 LR = Float("lr", 2e-4, 3e-3, log=True)  # around the paper's 1e-3
 WEIGHT_DECAY = Float("weight_decay", 1e-3, 0.2, log=True)  # around the paper's 0.05
 
@@ -127,8 +120,7 @@ def data_fraction() -> SearchSpace:
             "mode": tuple(MODES),  # every registered mode, in registration order
             "data_fraction": (0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
         },
-        search=(LR, WEIGHT_DECAY),
-        arm_overrides=per_mode_weights,
+        search=(LR, WEIGHT_DECAY),  # each mode trains with its released loss weights
         baseline={"mode": "vit"},
         main_view="fraction_curve",
         budgets=budgets(
@@ -377,4 +369,76 @@ def architecture() -> SearchSpace:
         fixed={"mode": "vit"},
         baseline={"blocks": "vit"},
         budgets=budgets((1, 3, 8), final_seeds=(0, 3), data_fraction=0.05),
+    )
+
+
+# --- fidelity: each earlier departure from the released code, measured ---------------------------
+
+# Each place bootstudy once departed from the released code (docs/methods.md, "Differences from
+# the released code"), as one arm against the released defaults. A deviation a mode does not use
+# is not a cell of that mode: the separate agent's convolution and the clipping scope are joint's.
+FIDELITY_DEVIATIONS = {
+    "released": {},  # the defaults: the released method
+    "hint_mean": {"hint_reduce": "mean"},  # the hint averaged over blocks, not summed
+    "factored_agent": {"agent_conv": "factored"},  # joint's separate agent as W_o shift W_v
+    "post_norm": {"agent_norm": "post"},  # the released ViT-B agent block: x + BN(f(x))
+    "post_sum_norm": {"agent_norm": "post_sum"},  # BN(x + f(x))
+    "pos_embed_dropout": {"vit_dropout": "pos_embed"},  # dropout after the position embedding
+    "decay_exclusions": {"weight_decay_exclude": "norms_biases_tokens"},  # timm/DeiT's habit
+    "clip_5": {"clip_grad": 5.0},  # a clip no released config has, every step
+    "clip_5_one_norm": {"clip_grad": 5.0, "clip_scope": "all"},  # one norm over both networks
+    # bootstudy's earlier defaults all at once (the pre-norm agent it had; joint adds the rest)
+    "bootstudy_before": {
+        "hint_reduce": "mean",
+        "vit_dropout": "pos_embed",
+        "weight_decay_exclude": "norms_biases_tokens",
+        "clip_grad": 5.0,
+    },
+}
+_JOINT_ONLY = ("factored_agent", "clip_5_one_norm")
+FIDELITY_CELLS = tuple(
+    {"mode": mode, "deviation": deviation}
+    for mode in ("shared", "joint")
+    for deviation in FIDELITY_DEVIATIONS
+    if mode == "joint" or deviation not in _JOINT_ONLY
+)
+
+
+def joint_fidelity(factors: dict[str, Any]) -> dict[str, Any]:
+    """Joint's own settings: its separate agent drops 0.1 in the MLP (released agent configs);
+    bootstudy_before also takes the factored agent and one clipping norm over both networks."""
+    if factors.get("mode") != "joint":
+        return {}
+    before = factors.get("deviation") == "bootstudy_before"
+    return {
+        "agent_drop_rate": 0.1,
+        **({"agent_conv": "factored", "clip_scope": "all"} if before else {}),
+    }
+
+
+@register_space
+def fidelity() -> SearchSpace:
+    return SearchSpace(
+        name="fidelity",
+        description="shared and joint: each earlier departure from the released code against "
+        "the released defaults, paired seeds (accuracy and step time)",
+        arms={"mode": ("shared", "joint"), "deviation": tuple(FIDELITY_DEVIATIONS)},
+        bundles={"deviation": FIDELITY_DEVIATIONS},
+        cells=FIDELITY_CELLS,
+        search=(),
+        # the released ViT-S's dropout at every size, so where it acts can matter
+        fixed={"drop_rate": 0.1},
+        arm_overrides=joint_fidelity,
+        baseline={"deviation": "released"},
+        budgets={
+            "smoke": smoke_budget(
+                final_seeds=2, arms={"deviation": ("released", "hint_mean", "bootstudy_before")}
+            ),
+            "cpu": full_runs(
+                10,
+                arms={"deviation": ("released", "hint_mean", "factored_agent", "bootstudy_before")},
+                overrides={"data_fraction": 0.05, **CPU_EVAL},
+            ),
+            "gpu": full_runs(100, model_preset="vit_s", overrides={"data_fraction": 0.1}),
+        },
     )

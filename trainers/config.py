@@ -127,13 +127,15 @@ class TrainConfig:
     #                                                          agent's token count differs
 
     # --- losses -----------------------------------------------------------------------------------
-    # None: the mode's released weight (Mode.released): shared 0.5/0.5/0.5/0.5/5, joint 1/1/1/1/10
-    cls_vit: float | None = None  # cross-entropy of the ViT
-    cls_agent: float | None = None  # cross-entropy of the agent
-    kd_vit: float | None = None  # ViT learns from the agent's logits; paper alpha = 1 (joint)
-    kd_agent: float | None = None  # mutual: the agent learns from the ViT's logits too
+    # None: the mode's released weight (Mode.released)
+    cls_vit: float | None = None  # the ViT's cross-entropy; none: shared 0.5, joint 1
+    cls_agent: float | None = None  # the agent's cross-entropy; none: shared 0.5, joint 1
+    kd_vit: float | None = None  # the ViT learns from the agent's logits; none: shared 0.5,
+    #                              joint 1 (paper alpha = 1)
+    kd_agent: float | None = None  # the agent learns from the ViT's logits (mutual); none:
+    #                                shared 0.5, joint 1
     kd_temp: float = 4.0  # paper: T = 4, loss scaled by T^2
-    hint: float | None = None  # feature-hint weight per block; released shared 5, joint 10
+    hint: float | None = None  # feature-hint weight per block; none: shared 5, joint 10
     hint_reduce: Literal["sum", "mean"] = "sum"  # over blocks: the released code weights each
     #   block's hint as its own term and sums them; mean divides by the depth (bootstudy before)
     hint_distance: Literal["ln_mse", "l2_mse"] = "ln_mse"  # released code / paper eq. 6
