@@ -23,7 +23,7 @@ import trainers.training as train_module
 from trainers.config import TrainConfig
 from trainers.errors import NonFiniteLoss
 from trainers.modes import MODES, SharedMode, build_mode
-from trainers.training import Run, prepare_data, train
+from trainers.training import Run, adamw, prepare_data, train
 
 LEARN = dict(data_fraction=0.02, epochs=6, batch_size=32, max_eval_images=1000)
 # mode: (measured test_acc, floor asserted, measured test_acc_agent, floor asserted). The ViT of
@@ -108,8 +108,9 @@ def test_hint_weight_decays_linearly_as_the_paper(learned):
     # paper: base x (1 - epoch/epochs) with epoch 0-based; reported epochs are 1-based
     expected = [config.hint * (1 - (e - 1) / config.epochs) for e in _curve(history, "epoch")]
     assert weights == pytest.approx(expected, rel=1e-12)
-    assert weights[0] == config.hint == 5.0
-    assert weights[-1] == pytest.approx(5.0 / 6)
+    released = MODES[config.mode].released["hint"]  # shared 5, joint 10 (released configs)
+    assert weights[0] == config.hint == released
+    assert weights[-1] == pytest.approx(released / 6)
 
 
 def test_lr_follows_the_cosine_schedule_to_min_lr(learned):
@@ -227,11 +228,15 @@ def test_gradients_are_clipped_on_every_step(fmnist, monkeypatch):
         return torch.tensor(before)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
-    # joint: two optimizers, one clip over both networks' parameters
+    # joint: two optimizers, one clip per network (released), on every step
     _run(fmnist, mode="joint", epochs=2, clip_grad=0.05)
-    assert len(norms) == 2 * 9  # 270 images in batches of 32: 9 steps an epoch
+    assert len(norms) == 2 * 9 * 2  # 270 images in batches of 32: 9 steps an epoch, 2 networks
     assert all(after <= 0.05 * (1 + 1e-5) for _, after in norms), norms
-    assert sum(before > 0.05 for before, _ in norms) >= 9  # clipping did act, on most steps
+    assert sum(before > 0.05 for before, _ in norms) >= 18  # clipping did act, on most steps
+    norms.clear()
+    # clip_scope=all: one norm over both networks' parameters
+    _run(fmnist, mode="joint", epochs=1, clip_grad=0.05, clip_scope="all")
+    assert len(norms) == 9 and all(after <= 0.05 * (1 + 1e-5) for _, after in norms)
     norms.clear()
     _run(fmnist, mode="vit", epochs=1, clip_grad=0.0)
     assert norms == []  # clip_grad=0 switches it off
@@ -391,3 +396,22 @@ def test_cli_prints_a_table_and_one_json_line(cli_runs):
     assert header.split() == ["epoch", "loss", "val_acc", "lr", "sec", "img/s"]
     assert [row.split()[0] for row in rows] == ["1", "2"]
     assert rows[-1].split()[2] == f"{result['val_acc']:.2%}"
+
+
+@pytest.mark.parametrize("exclude", ["none", "norms_biases_tokens"])
+def test_weight_decay_reaches_every_tensor_as_released_unless_excluded(exclude):
+    cfg = TrainConfig(mode="vit", weight_decay_exclude=exclude)
+    torch.manual_seed(0)
+    vit = build_mode(cfg, 10, 1, 28).networks["vit"]
+    decay = {
+        id(p): group["weight_decay"] for group in adamw(cfg, vit, False).param_groups
+        for p in group["params"]
+    }  # fmt: skip
+    named = dict(vit.named_parameters())
+    assert set(decay) == {id(p) for p in named.values()}  # every parameter is optimised once
+    skipped = {n for n, p in named.items() if decay[id(p)] == 0.0}
+    if exclude == "none":  # the released AdamW over model.parameters(): all 0.05
+        assert skipped == set()
+    else:  # timm/DeiT: norms, biases, class token and position embedding
+        assert {"cls_token", "pos_embed", "norm.weight", "blocks.0.attn.qkv.bias"} <= skipped
+        assert "blocks.0.attn.qkv.weight" not in skipped
