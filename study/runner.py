@@ -24,6 +24,7 @@ from study.live import LiveView
 from study.plan import StudyConfig
 from study.status import HAS_RESULT, TRAINED, Phase, StudyStatus
 from study.store import Store, StudyRecord
+from trainers.config import TrainConfig
 from trainers.datasets import load_dataset
 from trainers.errors import ConfigError, Interrupted
 
@@ -67,6 +68,7 @@ def run_study(
                 f"study '{config.name}' is a '{study.space}' study, not '{config.space}'"
             )
         config = _resumed(config, study)
+        _check_same_trainer(store, config.name)
     elif config.name in {s.name for s in store.list_studies()}:
         raise ConfigError(
             f"study '{config.name}' already exists in {mask_password(config.storage)}; "
@@ -181,6 +183,23 @@ def _resumed(config: StudyConfig, study) -> StudyConfig:
     stored = {k: v for k, v in study.config.items() if k in fields}
     stored.update({k: getattr(config, k) for k in RESOURCE_FIELDS})
     return StudyConfig.from_dict(stored)
+
+
+def _check_same_trainer(store: Store, name: str) -> None:
+    """Refuse to resume a study whose trials were configured by a trainer with fewer fields: its
+    remaining trials would take the new fields' defaults, another method than its first trials
+    (e.g. the hint summed over blocks where they averaged it)."""
+    stored = store.trials_frame(name, ["config_json"], parsed=True)["config"]
+    if stored.empty:
+        return
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    missing = sorted(known - set(stored.iloc[0]))
+    if missing:
+        raise ConfigError(
+            f"study '{name}' was run by an earlier bootstudy whose trials had no "
+            f"{', '.join(missing)}: resumed, its remaining trials would train with their new "
+            "defaults, another method; start a new study (--study NAME)"
+        )
 
 
 def _nothing() -> None:

@@ -464,3 +464,25 @@ def test_the_plan_derives_each_arms_baseline_once(tmp_path):
         "baselines": {"mode=shared": None},
         "main_view": "arms",
     }
+
+
+def test_resume_refuses_a_study_whose_trials_predate_a_trainer_field(tmp_path):
+    # A study begun by a bootstudy whose TrainConfig lacked a field (here: before the hint was
+    # summed over blocks): resumed, its new trials would train another method than its old ones.
+    from trainers.errors import ConfigError
+
+    config = _config(tmp_path, arm_values={"mode": ["vit"], "data_fraction": [0.1]})
+    _run(config)
+    db = tmp_path / "s.db"
+    with sqlite3.connect(db) as conn:
+        for trial_id, text in conn.execute("select id, config_json from bootstudy_trials"):
+            stored = json.loads(text)
+            stored.pop("hint_reduce")
+            conn.execute(
+                "update bootstudy_trials set config_json = ? where id = ?",
+                (json.dumps(stored), trial_id),
+            )
+    before = _rows(db, "select count(*) from bootstudy_trials")
+    with pytest.raises(ConfigError, match="had no hint_reduce: resumed, its remaining trials"):
+        _run(config, resume=True)
+    assert _rows(db, "select count(*) from bootstudy_trials") == before
