@@ -13,12 +13,12 @@ config.json is those weights' accuracy on the run's test split, so loading them 
     >>> import json, torch
     >>> from trainers import TrainConfig
     >>> from trainers.modes import vit_from_config
-    >>> from trainers.weights import test_accuracy
+    >>> from trainers.weights import measure_test_accuracy
     >>> saved = json.load(open("runs/weights/my-study/trial-12/config.json"))  # doctest: +SKIP
     >>> cfg = TrainConfig.from_dict(saved["config"])  # doctest: +SKIP
     >>> vit = vit_from_config(cfg, saved["num_classes"], saved["in_chans"], saved["img_size"])
     >>> vit.load_state_dict(torch.load("runs/weights/my-study/trial-12/vit.pt"))  # doctest: +SKIP
-    >>> test_accuracy(vit, cfg) == saved["test_acc"]  # doctest: +SKIP
+    >>> measure_test_accuracy(vit, cfg) == saved["test_acc"]  # doctest: +SKIP
     True
 """
 
@@ -36,7 +36,7 @@ from trainers.config import TrainConfig
 from trainers.datasets import ImageData
 from trainers.errors import ConfigError
 
-__all__ = ["BestWeights", "save_weights", "load_weights", "test_accuracy", "CONFIG_FILE"]
+__all__ = ["BestWeights", "save_weights", "load_weights", "measure_test_accuracy", "CONFIG_FILE"]
 
 CONFIG_FILE = "config.json"
 
@@ -112,7 +112,9 @@ def load_weights(directory: str | Path, network: str = "vit") -> tuple[nn.Module
     return _build(config, shape, states)[network], config
 
 
-def test_accuracy(network: nn.Module, config: TrainConfig, data: ImageData | None = None) -> float:
+def measure_test_accuracy(
+    network: nn.Module, config: TrainConfig, data: ImageData | None = None
+) -> float:
     """Top-1 accuracy of `network` on `config`'s test split (its `max_eval_images` subset
     included), evaluated as `train` evaluates: the same images, normalisation and batches."""
     data = data if data is not None else _load(config)
