@@ -11,8 +11,8 @@ import pytest
 
 import run_study
 from study.plan import StudyConfig
-from study.runner import weights_dir
 from study.progress import eta_seconds, progress_text
+from study.runner import weights_dir
 from trainers.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
