@@ -40,6 +40,12 @@ def build_parser() -> ArgParser:
     spaces = ", ".join(list_spaces())
     p.add_argument("--space", metavar="{" + spaces.replace(" ", "") + "}", help="search space")
     p.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
+    p.add_argument(
+        "--print-storage",
+        action="store_true",
+        help="print the storage URL (absolute; --storage if given) and exit: "
+        'optuna-dashboard "$(bootstudy-study --print-storage)" works from any directory',
+    )
     p.add_argument("--study", help="study name (none: <space>-<dataset>-<preset>)")
     p.add_argument("--dataset", default="fashion_mnist", help="registered dataset every trial uses")
     p.add_argument("--data-dir", help="where the dataset lives (none: its own lookup order)")
@@ -305,6 +311,14 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
     return config, why
 
 
+def absolute_storage(url: str) -> str:
+    """A SQLite URL with its path made absolute: the same database from any directory."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    return prefix + str(Path(url[len(prefix) :]).resolve())
+
+
 def print_spaces(out=sys.stdout) -> None:
     for name in list_spaces():
         space = SPACES[name]
@@ -383,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_spaces:
         print_spaces()
+        return 0
+    if args.print_storage:
+        print(absolute_storage(args.storage))
         return 0
     config, why = resolve(args)
     if why:
