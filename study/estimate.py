@@ -24,8 +24,9 @@ from trainers.config import TrainConfig
 
 __all__ = ["Estimate", "estimate", "STARTUP_SECONDS", "TRIAL_OVERHEAD_SECONDS"]
 
-STARTUP_SECONDS = 30.0  # Ray's start, the dataset's load, each phase's Tuner, the report
+STARTUP_SECONDS = 30.0  # Ray's start, the dataset's load, the report
 TRIAL_OVERHEAD_SECONDS = 5.0  # a trial's start, reports and writes: smoke studies on 2 cores
+PHASE_OVERHEAD_SECONDS = 5.0  # a phase's Tuner: its start, its searcher, its last writes
 FORWARD_SHARE = 1 / 3  # a forward pass costs about a third of a training step (fwd + 2x bwd)
 
 
@@ -74,14 +75,22 @@ def estimate(config: StudyConfig, steps: int = 3) -> Estimate:
         torch.set_num_threads(previous)
     search = 0 if config.searchless else config.trials_per_arm
     per_trial = {arm: t + TRIAL_OVERHEAD_SECONDS for arm, t in trial_seconds.items()}
-    work = sum(t * (search + config.final_seeds) for t in per_trial.values())
     at_once = _concurrency(config)
+    # the final runs start once the search has ended: two phases, one after the other
+    seconds = STARTUP_SECONDS + sum(
+        _phase_seconds([t for t in per_trial.values() for _ in range(n)], at_once)
+        for n in (search, config.final_seeds)
+    )
     trials = len(trial_seconds) * (search + config.final_seeds)
-    # trials run in waves of `at_once`: a lone last trial cannot share the machine
-    waves = math.ceil(trials / at_once) if trials else 0
-    longest = max(per_trial.values(), default=0.0) if waves else 0.0
-    seconds = STARTUP_SECONDS + max(work / at_once, longest)
     return Estimate(seconds, trial_seconds, step_ms, at_once, trials, ssl)
+
+
+def _phase_seconds(trials: list[float], at_once: int) -> float:
+    """One phase's wall time: its trials spread over `at_once` slots, never shorter than its
+    longest trial (a lone last trial cannot share the machine); nothing when it has none."""
+    if not trials:
+        return 0.0
+    return PHASE_OVERHEAD_SECONDS + max(sum(trials) / at_once, max(trials))
 
 
 def _step_seconds(cfg: TrainConfig, data, steps: int) -> float:
