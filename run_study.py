@@ -41,6 +41,12 @@ def build_parser() -> ArgParser:
     p.add_argument("--space", metavar="{" + spaces.replace(" ", "") + "}", help="search space")
     p.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
     p.add_argument(
+        "--print-runs-dir",
+        action="store_true",
+        help="print the runs directory (absolute; --results-dir if given) and exit: "
+        'tensorboard --logdir "$(bootstudy-study --print-runs-dir)/ray"',
+    )
+    p.add_argument(
         "--print-storage",
         action="store_true",
         help="print the storage URL (absolute; --storage if given) and exit: "
@@ -397,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.list_spaces:
         print_spaces()
+        return 0
+    if args.print_runs_dir:
+        print(Path(args.results_dir).resolve())
         return 0
     if args.print_storage:
         print(absolute_storage(args.storage))
