@@ -5,7 +5,7 @@ Ray Tune schedules the trials, Optuna (TPE, one study per arm) proposes configur
 set of rungs per arm) stops weak trials early, and every trial lands in SQL.
 
     python run_study.py --space data_fraction                   # the main study, preset auto
-    python run_study.py --space loss_weights --preset smoke     # a 2-minute look
+    python run_study.py --space loss_weights --preset smoke     # a look: 1-3 min on 2 cores
     python run_study.py --list-spaces
     python run_study.py --space data_fraction --dry-run         # arms, budget, estimated time
     python run_study.py --config study.yaml --trials 2          # options from YAML; flags win
