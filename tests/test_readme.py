@@ -123,3 +123,49 @@ def test_the_quick_start_runs_as_written_from_any_directory(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     measured, saved = (float(x) for x in done.stdout.split())
     assert measured == saved and 0 < saved <= 1
+
+    # the README's dashboard command, from the same directory outside the checkout
+    (dashboard,) = [line for line in _readme_bash() if line.startswith("optuna-dashboard")]
+    assert _dashboard_serves(dashboard.split("  #")[0], tmp_path, env) == [
+        "quickstart/mode=vit,data_fraction=0.02"
+    ]
+
+
+def _readme_bash() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines()]
+
+
+def _dashboard_serves(command: str, cwd: Path, env: dict) -> list[str]:
+    """Start the dashboard command on a free port; the study names it serves."""
+    import json
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        f"exec {command} --port {port}",
+        shell=True,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as answer:
+                    summaries = json.load(answer)["study_summaries"]
+                return [s["study_name"] for s in summaries]
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no dashboard"
+                time.sleep(1)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
