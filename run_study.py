@@ -5,9 +5,10 @@ Ray Tune schedules the trials, Optuna (TPE, one study per arm) proposes configur
 set of rungs per arm) stops weak trials early, and every trial lands in SQL.
 
     python run_study.py --space data_fraction                   # the main study, preset auto
-    python run_study.py --space loss_weights --preset smoke     # a 2-minute look
+    python run_study.py --space loss_weights --preset smoke     # a look: 1-3 min on 2 cores
     python run_study.py --list-spaces
-    python run_study.py --space data_fraction --dry-run         # arms, search, budget; runs nothing
+    python run_study.py --space data_fraction --dry-run         # arms, budget, estimated time
+    python run_study.py --config study.yaml --trials 2          # options from YAML; flags win
     python run_study.py --space data_fraction --study s1 --resume   # after a killed driver
     python run_study.py --space data_fraction --address HEAD:6379 \\
         --storage postgresql+psycopg://user@db/bootstudy            # on a Ray cluster
@@ -15,9 +16,11 @@ set of rungs per arm) stops weak trials early, and every trial lands in SQL.
 
 from __future__ import annotations
 
+import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from search_spaces import SPACES, get_space, list_spaces
 from search_spaces.designs import DESIGNS
@@ -37,6 +40,18 @@ def build_parser() -> ArgParser:
     spaces = ", ".join(list_spaces())
     p.add_argument("--space", metavar="{" + spaces.replace(" ", "") + "}", help="search space")
     p.add_argument("--list-spaces", action="store_true", help="list the search spaces and exit")
+    p.add_argument(
+        "--print-runs-dir",
+        action="store_true",
+        help="print the runs directory (absolute; --results-dir if given) and exit: "
+        'tensorboard --logdir "$(bootstudy-study --print-runs-dir)/ray"',
+    )
+    p.add_argument(
+        "--print-storage",
+        action="store_true",
+        help="print the storage URL (absolute; --storage if given) and exit: "
+        'optuna-dashboard "$(bootstudy-study --print-storage)" works from any directory',
+    )
     p.add_argument("--study", help="study name (none: <space>-<dataset>-<preset>)")
     p.add_argument("--dataset", default="fashion_mnist", help="registered dataset every trial uses")
     p.add_argument("--data-dir", help="where the dataset lives (none: its own lookup order)")
@@ -49,8 +64,10 @@ def build_parser() -> ArgParser:
         "--preset",
         default="auto",
         choices=("auto", "smoke", "cpu", "gpu"),
-        help="budget and model size: smoke (~2 min look), cpu (<=15 min on 2 cores), "
-        "gpu (paper sizes); auto picks cpu or gpu from the hardware",
+        help="budget and model size. Measured on 2 cores: smoke 1-3 min for most spaces "
+        "(methods: 13-16 min); cpu 26 min for data_fraction, 70 min for methods, hours for "
+        "scale; gpu: the paper's sizes, for a GPU. --dry-run estimates any space's time on "
+        "this machine. auto picks cpu or gpu from the hardware",
     )
     p.add_argument("--trials", type=int, help="trials per arm (none: the preset's)")
     p.add_argument(
@@ -130,7 +147,111 @@ def build_parser() -> ArgParser:
         help="print the resolved arms, search space and budget; run nothing",
     )
     p.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    p.add_argument(
+        "--no-save-weights",
+        dest="save_weights",
+        action="store_false",
+        help="do not keep the final runs' best-validation weights (by default each goes to "
+        "<results-dir>/weights/<study>/trial-<number>/: a state_dict per network + config.json)",
+    )
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="write a TensorBoard event file per trial (Ray Tune's TBX logger) under "
+        "<results-dir>/ray/; view with: tensorboard --logdir <results-dir>/ray",
+    )
+    p.add_argument(
+        "--config",
+        metavar="YAML",
+        help="read options from a YAML file: keys are these options' names (trials: 4, "
+        "set: {hint_distance: l2_mse}, arm: {data_fraction: [0.1, 1]}); flags given too win",
+    )
     return p
+
+
+# --- --config study.yaml --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, over the options of a `--config` YAML file when one is given."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config is None:
+        return args
+    parser.set_defaults(**yaml_options(parser, args.config))
+    return parser.parse_args(argv)
+
+
+# YAML keys whose value may be a mapping, and whether their option takes a value list (--arm).
+_MAPPINGS = {"overrides": False, "arm_values": True}
+
+
+def yaml_options(parser: argparse.ArgumentParser, path: str) -> dict[str, Any]:
+    """A YAML file's options as parser defaults; an unknown key or a wrong type is one line."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"--config: cannot read '{path}': {err.strerror}") from None
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ConfigError(f"--config: '{path}' is not valid YAML: {first}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config: '{path}' must be a mapping of option: value")
+    by_key: dict[str, argparse.Action] = {}  # the option's name (no_save_weights, set, arm)
+    for action in parser._actions:
+        if action.option_strings and action.dest not in ("help", "config"):
+            for option in action.option_strings:
+                by_key[option.lstrip("-").replace("-", "_")] = action
+    out: dict[str, Any] = {}
+    for key, value in loaded.items():
+        action = by_key.get(str(key).replace("-", "_"))
+        if action is None:
+            raise ConfigError(
+                f"--config: unknown option '{key}' in '{path}' (known: {', '.join(sorted(by_key))})"
+            )
+        out[action.dest] = _yaml_value(action, str(key), value)
+    return out
+
+
+def _yaml_value(action: argparse.Action, key: str, value: Any) -> Any:
+    where = f"--config: option '{key}'"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        # `no_save_weights: true` turns saving off, as the flag does
+        return (not value) if isinstance(action, argparse._StoreFalseAction) else value
+    if action.dest in _MAPPINGS:
+        if isinstance(value, dict):
+            value = [f"{k}={_text(v, _MAPPINGS[action.dest])}" for k, v in value.items()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a mapping or a list of KEY=VALUE")
+        return [str(v) for v in value]
+    if action.dest == "base" and isinstance(value, dict):
+        return _text(value, False)
+    kind = action.type
+    if kind in (int, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind is int and not float(value).is_integer()):
+            raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}")
+        value = kind(value)
+    elif value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise ConfigError(f"{where}: '{value}' is not one of {', '.join(action.choices)}")
+    return value
+
+
+def _text(value: Any, as_list: bool) -> str:
+    """A YAML value in the command line's KEY=VALUE form (values parse as JSON there)."""
+    import json
+
+    if as_list and isinstance(value, list):
+        return ",".join(_text(v, False) for v in value)
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _pairs(items: list[str], option: str, as_list: bool) -> dict:
@@ -161,6 +282,8 @@ _STORED_AS_GIVEN = (
     "trial_timeout",
     "results_dir",
     "design",
+    "save_weights",
+    "tensorboard",
 )
 
 
@@ -194,6 +317,14 @@ def resolve(args) -> tuple[StudyConfig, str | None]:
     return config, why
 
 
+def absolute_storage(url: str) -> str:
+    """A SQLite URL with its path made absolute: the same database from any directory."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    return prefix + str(Path(url[len(prefix) :]).resolve())
+
+
 def print_spaces(out=sys.stdout) -> None:
     for name in list_spaces():
         space = SPACES[name]
@@ -202,6 +333,22 @@ def print_spaces(out=sys.stdout) -> None:
             print(f"    arms  {factor}: {', '.join(map(str, values))}", file=out)
         print(f"    search {', '.join(d.name for d in space.search)}", file=out)
         print(f"    presets {', '.join(space.budgets)}", file=out)
+
+
+def print_estimate(config: StudyConfig, out=sys.stdout) -> None:
+    """The study's wall time on this machine, from a few training steps timed here."""
+    from study.estimate import estimate
+    from trainers.errors import BootstudyError
+
+    try:
+        result = estimate(config)
+    except BootstudyError as err:  # e.g. the dataset is not here yet: the plan still stands
+        print(f"estimated wall time: unknown ({err})", file=out)
+        return
+    for arm, seconds in result.trial_seconds.items():
+        step = result.step_ms[arm]
+        print(f"    {arm}: {step:.0f} ms/step, {seconds:.0f} s per full trial", file=out)
+    print(result.describe(), file=out)
 
 
 def print_plan(config: StudyConfig, out=sys.stdout) -> None:
@@ -253,15 +400,22 @@ def print_plan(config: StudyConfig, out=sys.stdout) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     if args.list_spaces:
         print_spaces()
+        return 0
+    if args.print_runs_dir:
+        print(Path(args.results_dir).resolve())
+        return 0
+    if args.print_storage:
+        print(absolute_storage(args.storage))
         return 0
     config, why = resolve(args)
     if why:
         print(why)
     if args.dry_run:
         print_plan(config)
+        print_estimate(config)
         return 0
     from study.engine import mask_password
     from study.runner import run_study  # heavy imports (torch, Ray) only when running

@@ -118,7 +118,7 @@ def _timed_fit(seconds: list[float]) -> Iterator[None]:
         ray_tune.run_trials, ray_tune.ray_session = run_trials, session
 
 
-def run_ours(args, workdir: Path, tag: str) -> dict[str, float]:
+def run_ours(args, workdir: Path, tag: str, tensorboard: bool = False) -> dict[str, float]:
     config = StudyConfig(
         space="bench_lr",
         name=f"bench-{tag}",
@@ -130,6 +130,7 @@ def run_ours(args, workdir: Path, tag: str) -> dict[str, float]:
         final_seeds=0,
         concurrency=args.concurrency,
         results_dir=str(workdir),
+        tensorboard=tensorboard,
     )
     fit: list[float] = []
     with _timed_fit(fit):
@@ -238,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
     p.add_argument("--quick", action="store_true", help="one repeat")
     p.add_argument("--profile", metavar="FILE", help="also cProfile one run of ours to FILE")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also run ours with --tensorboard (Ray's TBX logger: an event file per trial)",
+    )
     args = p.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
     for name in ("ray", "ray.tune", "ray.train"):
@@ -248,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         "plain": lambda tmp, i: run_plain(args, tmp, reuse_actors=False),
         "plain-reuse": lambda tmp, i: run_plain(args, tmp, reuse_actors=True),
     }
+    if args.tensorboard:
+        runs["ours-tb"] = lambda tmp, i: run_ours(args, tmp, f"tb{i}", tensorboard=True)
     seconds: dict[str, list[dict[str, float]]] = {name: [] for name in runs}
     for i in range(repeats):
         for name, fn in runs.items():
@@ -276,8 +284,13 @@ def main(argv: list[str] | None = None) -> int:
         ("plain (reuse_actors=F)", per_trial["plain"]["fit"]),
         ("plain-reuse (reuse=T)", reference),
     ]
+    if args.tensorboard:
+        rows.insert(1, ("ours + TensorBoard", per_trial["ours-tb"]["total"]))
     for label, value in rows:
         print(f"{label:<24} {value:8.3f} {value / reference:14.2f}x")
+    if args.tensorboard:
+        tb = per_trial["ours-tb"]["total"] / per_trial["ours"]["total"]
+        print(f"ours + TensorBoard / ours = {tb:.2f}x (whole run_study, medians)")
     ratio = per_trial["ours"]["total"] / reference
     verdict = "meets" if ratio <= TARGET_RATIO else "misses"
     print(f"ours (whole) / plain-reuse = {ratio:.2f}x: {verdict} the aim of <= {TARGET_RATIO}x")

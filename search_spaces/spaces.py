@@ -1,7 +1,8 @@
 """The built-in search spaces. Each states only what differs; budgets are per preset.
 
-Presets: `smoke` (a look within ~2 minutes on a laptop CPU), `cpu` (a real small study in at most
-~15 minutes on a 2-core machine), `gpu` (the paper's model sizes and budgets).
+Presets: `smoke` (a look: 1-3 minutes on 2 cores for most spaces, 13-16 for `methods`), `cpu` (a
+real small study on 2 cores: 26 minutes for `data_fraction`, 70 for `methods`, hours for `scale`),
+`gpu` (the paper's model sizes and budgets). `run_study.py --dry-run` estimates any on this machine.
 """
 
 from __future__ import annotations
@@ -302,7 +303,7 @@ def with_ssl_epochs(preset: str) -> dict[str, Any]:
 
 @register_space
 def methods() -> SearchSpace:
-    # cpu: one fraction, so six methods x (2 searched + 2 final runs) fit ~15 min on 2 cores
+    # cpu: one fraction, so six methods x (2 searched + final runs) stay near an hour on 2 cores
     built = budgets(
         (1, 2, 8),
         final_seeds=(2, 3),

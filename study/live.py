@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any, TextIO
 
+from study.progress import progress_text
+
 __all__ = ["LiveView"]
 
 
@@ -43,8 +45,7 @@ class LiveView:
             extra = f"  {info['error']}" if info.get("error") else ""
             self._line(
                 f"trial {number:>4} {info['arm']:<28} {_params(info['params'])}  {epoch_text}  "
-                f"{acc_text}  {info['status']:<8} [{self.finished}/{self.total}, "
-                f"{(time.monotonic() - self.started) / 60:.1f} min]{extra}"
+                f"{acc_text}  {info['status']:<8} [{self._progress()}]{extra}"
             )
         if self.tty:
             self._status()
@@ -54,9 +55,13 @@ class LiveView:
             f"#{n} ep{int(i.get('epoch') or 0)} {i.get('val_acc') or 0:.1%}"
             for n, i in sorted(self.running.items())
         ]
-        text = f"running {len(self.running)}: " + "  ".join(parts)
+        text = f"[{self._progress()}] running {len(self.running)}: " + "  ".join(parts)
         self.out.write("\r\x1b[2K" + text[:160])
         self.out.flush()
+
+    def _progress(self) -> str:
+        """Trials done of all, time so far and the study's ETA (study/progress.py)."""
+        return progress_text(self.finished, self.total, time.monotonic() - self.started)
 
     def _line(self, text: str) -> None:
         if self.tty:

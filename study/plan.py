@@ -58,6 +58,12 @@ class StudyConfig:
     design: str | None = None  # factorial | ofat; None: the space's own cells, else factorial
     base: dict[str, Any] | None = None  # TrainConfig values every arm starts from (--base): OFAT's
     #                                     base cell, and no search (the base fixes the rest)
+    # final runs keep their best-validation weights in <results_dir>/weights/<study>/trial-<n>/:
+    # the trained models are what a study is for (a few MB each at the CPU presets)
+    save_weights: bool = True
+    # Ray Tune's TensorBoard logger, an event file per trial under <results_dir>/ray/: opt-in,
+    # as it costs per epoch (docs/benchmarks.md)
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         space = get_space(self.space)

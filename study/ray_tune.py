@@ -505,17 +505,24 @@ def _dataset(data_ref: list | None):
 
 
 def _trial(
-    config: dict[str, Any], watchdog: WatchdogSpec, data_ref=None, train_fn: TrainFn | None = None
+    config: dict[str, Any],
+    watchdog: WatchdogSpec,
+    data_ref=None,
+    train_fn: TrainFn | None = None,
+    weights_dir: str | None = None,
 ) -> None:
     """Runs inside a Ray worker: train, report every epoch, the last one with the test results.
 
     `watchdog`: the driver's identity and --trial-timeout; the trial ends when the driver dies or
-    its time is up (study/watchdog.py)."""
+    its time is up (study/watchdog.py). `weights_dir`: keep the best-validation weights in
+    `<weights_dir>/trial-<number>` (the real trainer only)."""
     with Watchdog(watchdog):
-        return _train_and_report(config, data_ref, train_fn)
+        return _train_and_report(config, data_ref, train_fn, weights_dir)
 
 
-def _train_and_report(config: dict[str, Any], data_ref, train_fn: TrainFn | None) -> None:
+def _train_and_report(
+    config: dict[str, Any], data_ref, train_fn: TrainFn | None, weights_dir: str | None = None
+) -> None:
     data = _dataset(data_ref)
     if train_fn is None:
         import torch  # only the real trainer needs it (stand-ins in tests and benches don't)
@@ -536,7 +543,11 @@ def _train_and_report(config: dict[str, Any], data_ref, train_fn: TrainFn | None
         tune.report({**metrics, "trainer": {"metrics": metrics}})
 
     try:
-        result = (train_fn or _default_train)(cfg, report, data=data)
+        if train_fn is None and weights_dir is not None:
+            where = Path(weights_dir) / f"trial-{config['meta']['number']}"
+            result = _train_and_save(cfg, report, data, where)
+        else:
+            result = (train_fn or _default_train)(cfg, report, data=data)
     except BaseException:
         if held:  # trained but failed after (e.g. out of memory in the test pass): keep the epoch
             tune.report({**held[0], "trainer": {"metrics": held[0]}})
@@ -549,6 +560,22 @@ def _default_train(cfg, report, data=None):
     from trainers.training import train
 
     return train(cfg, report, data=data)
+
+
+def _train_and_save(cfg, report, data, where: Path) -> dict[str, Any]:
+    """Train, then keep the best-validation weights; the result names where they are."""
+    from trainers.training import train
+    from trainers.weights import BestWeights, save_weights
+
+    best = BestWeights()
+    result = train(cfg, report, data=data, checkpoint=best)
+    saved = save_weights(where, cfg, best, data)
+    return {
+        **result,
+        "weights_dir": str(where.resolve()),
+        "weights_epoch": saved["epoch"],
+        "weights_test_acc": saved["test_acc"],
+    }
 
 
 def _jsonable(result: dict[str, Any]) -> dict[str, Any]:
@@ -663,6 +690,30 @@ def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+def _loggers(tensorboard: bool) -> list:
+    """Ray Tune's own TensorBoard logger (tensorboardX), fed only the epoch's metrics and, at
+    the end, the result's numbers (`result/test_acc`, ...), not our payload's copies of them."""
+    if not tensorboard:
+        return []
+    from ray.tune.logger import TBXLoggerCallback
+
+    class Scalars(TBXLoggerCallback):
+        def log_trial_result(self, iteration: int, trial, result: dict) -> None:
+            payload = result.get("trainer") or {}
+            flat = {k: v for k, v in result.items() if k != "trainer"}
+            numbers = (int, float)
+            flat.update(
+                {
+                    f"result/{k}": v
+                    for k, v in (payload.get("result") or {}).items()
+                    if isinstance(v, numbers) and not isinstance(v, bool)
+                }
+            )
+            super().log_trial_result(iteration, trial, flat)
+
+    return [Scalars()]
+
+
 def run_trials(
     *,
     name: str,
@@ -679,10 +730,15 @@ def run_trials(
     train_fn: TrainFn | None = None,
     interrupt: Interrupt | None = None,
     trial_timeout: float | None = None,
+    weights_dir: str | None = None,
+    tensorboard: bool = False,
 ) -> None:
     """Run the trials the searcher hands out until it says FINISHED (or `interrupt` stops them).
 
-    `trial_timeout`: seconds one trial may train; past it, it fails (its epochs kept)."""
+    `trial_timeout`: seconds one trial may train; past it, it fails (its epochs kept).
+    `weights_dir`: each trial keeps its best-validation weights below it (see `_trial`).
+    `tensorboard`: Ray Tune's own TensorBoard logger writes each trial's event file under
+    `<results_dir>/ray/<name>/<trial>/` (`tensorboard --logdir <results_dir>/ray`)."""
     interrupt = interrupt or Interrupt()
     scheduler = scheduler or _Interruptible()
     scheduler.interrupt = searcher.interrupt = interrupt
@@ -691,7 +747,7 @@ def run_trials(
     callback.trial_timeout = trial_timeout
     watchdog = WatchdogSpec.here(trial_timeout)  # workers also end when this driver dies
     trainable = tune.with_parameters(
-        _trial, data_ref=data_ref, train_fn=train_fn, watchdog=watchdog
+        _trial, data_ref=data_ref, train_fn=train_fn, watchdog=watchdog, weights_dir=weights_dir
     )
     trainable = tune.with_resources(trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     tuner = tune.Tuner(
@@ -707,7 +763,7 @@ def run_trials(
             name=name,
             storage_path=str(Path(results_dir).resolve() / "ray"),
             verbose=0,
-            callbacks=[callback],
+            callbacks=[callback, *_loggers(tensorboard)],
             stop=_InterruptStopper(interrupt, running=lambda: len(callback.open)),
             failure_config=tune.FailureConfig(max_failures=retries),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),

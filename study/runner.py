@@ -28,7 +28,7 @@ from trainers.config import TrainConfig
 from trainers.datasets import load_dataset
 from trainers.errors import ConfigError, Interrupted
 
-__all__ = ["run_study", "StudySummary", "dashboard_command", "resume_command"]
+__all__ = ["run_study", "StudySummary", "dashboard_command", "resume_command", "weights_dir"]
 
 
 @dataclass(frozen=True)
@@ -47,18 +47,28 @@ def dashboard_command(storage: str) -> str:
 def run_study(
     config: StudyConfig,
     *,
-    command: str,
+    command: str | None = None,
     resume: bool = False,
     train_fn=None,
     out=sys.stdout,
 ) -> StudySummary:
     """Run (or resume) the study `config` describes; returns what it found.
 
-    `train_fn` replaces the trainer (tests drive the orchestration with hand-made curves). The
-    report is not built here: `run_study.py` builds it from the store afterwards.
+        >>> from study.plan import StudyConfig
+        >>> from study.runner import run_study
+        >>> summary = run_study(StudyConfig(space="loss_weights", name="lw", preset="smoke"))
+        ... # doctest: +SKIP
+
+    `command`: what the study records as the command that started it (none: the equivalent
+    `run_study.py` command line, which is also what the resume hint prints). `train_fn`
+    replaces the trainer (tests drive the orchestration with hand-made curves). The report is
+    not built here: `run_study.py` builds it from the store afterwards (`reports.build_report`).
     """
     started = time.monotonic()
+    command = command or equivalent_command(config)
     _check_writable(config.results_dir)
+    if config.save_weights and config.final_seeds:
+        weights_dir(config)  # a folder that would hold the database: refused before any write
     store = Store.open(config.storage)  # a bad URL or unreachable server fails before loading
     store.check_integrity()  # a damaged SQLite file: one line now, not Optuna's traceback later
     study = store.get_study(config.name) if resume else None
@@ -215,6 +225,14 @@ def _interrupted_message(store: Store, config: StudyConfig, signal_name: str, co
     )
 
 
+def equivalent_command(config: StudyConfig) -> str:
+    """The `run_study.py` command line naming a study started from Python (password masked)."""
+    words = ["run_study.py", "--space", config.space, "--study", config.name]
+    words += ["--preset", config.preset, "--storage", mask_password(config.storage)]
+    words += ["--results-dir", config.results_dir]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def resume_command(command: str, config: StudyConfig) -> str:
     """The command that continues this study: the original one, with --study and --resume."""
     words = shlex.split(command) if command else ["run_study.py"]
@@ -303,8 +321,31 @@ class _Phases:
             train_fn=self.train_fn,
             interrupt=self.interrupt,
             trial_timeout=config.trial_timeout,
+            weights_dir=self._weights_dir(phase),
+            tensorboard=config.tensorboard,
         )
         self.search.drain()  # every Optuna write of the phase is in before the next phase asks
+
+    def _weights_dir(self, phase: Phase) -> str | None:
+        """Final runs' weights: <results_dir>/weights/<study>/ (a trial adds trial-<number>)."""
+        if phase != Phase.FINAL or not self.config.save_weights:
+            return None
+        return str(weights_dir(self.config))
+
+
+def weights_dir(config: StudyConfig) -> Path:
+    """Where a study's final runs keep their weights; never the database file or its folder's
+    other studies' files: one folder per study name, below the results directory."""
+    path = Path(config.results_dir).resolve() / "weights" / config.name
+    database = _sqlite_path(config.storage)
+    if database is not None and (path == database or database.is_relative_to(path)):
+        raise ConfigError(f"the weights folder '{path}' would hold the database '{database}'")
+    return path
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(url[len(prefix) :]).resolve() if url.startswith(prefix) else None
 
 
 def _default_concurrency(config: StudyConfig) -> int:

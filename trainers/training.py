@@ -48,6 +48,7 @@ __all__ = [
 
 Report = Callable[[dict[str, float]], None]
 Checkpoint = Callable[[dict[str, Any]], None]
+StepHook = Callable[[int, int, int], None]  # (epoch, step, steps_per_epoch): progress bars
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ def train(
     data: ImageData | None = None,
     checkpoint: Checkpoint | None = None,
     resume_state: dict[str, Any] | None = None,
+    on_step: StepHook | None = None,
 ) -> dict[str, Any]:
     """Train one configuration and return its result.
 
@@ -122,6 +124,8 @@ def train(
         checkpoint: called after every epoch with a state dict that `resume_state` accepts
             (a snapshot: safe to keep in memory as it is).
         resume_state: continue from a state saved by `checkpoint`.
+        on_step: called after every training step with (epoch, step, steps_per_epoch), epoch
+            0-based and step 1-based: a progress bar's hook (it must not read device values).
 
     Returns:
         The last epoch's metrics plus `test_acc`, `test_acc_agent`, `best_val_acc`, `params_vit`,
@@ -161,7 +165,7 @@ def train(
 
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, config.epochs):
-        metrics = train_one_epoch(run, prepared, augment, generator, epoch)
+        metrics = train_one_epoch(run, prepared, augment, generator, epoch, on_step)
         metrics.update(evaluate(run, prepared.val_x, prepared.val_y, augment, "val"))
         best_val = max(best_val, metrics["val_acc"])
         metrics.update(ssl)
@@ -301,6 +305,7 @@ def train_one_epoch(
     augment: BatchAugmenter,
     generator: torch.Generator,
     epoch: int,
+    on_step: StepHook | None = None,
 ) -> dict[str, float]:
     """One pass over the training split; loss terms stay on the device and are read once, at
     the end (a NaN anywhere in the epoch raises `NonFiniteLoss` naming its first step then)."""
@@ -315,6 +320,8 @@ def train_one_epoch(
         x = augment(data.train_x[idx], generator)
         y = data.train_y[idx]
         totals.add(train_step(run, x, y, epoch, step), len(idx), step)
+        if on_step is not None:
+            on_step(epoch, step + 1, run.steps_per_epoch)
     means = totals.read(epoch)  # the epoch's one device-to-host copy
     seconds = time.perf_counter() - started
     out = {"epoch": float(epoch + 1), "train_loss": sum(means.values())}
