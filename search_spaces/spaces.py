@@ -98,13 +98,13 @@ def budgets(
     }
 
 
-# Measured (README "What the studies show"): at the tiny preset and CPU budgets the feature hint
-# slows the ViT, and shared mode trails vit; the paper's direction needs vit_s (the gpu preset).
+# Measured (docs/findings.md, released defaults): at the tiny preset and CPU budgets the feature
+# hint slows the ViT, and shared mode trails vit; the paper's direction needs vit_s (the gpu preset).
 TINY_CAVEAT = (
     "at this budget (tiny model, 6 epochs) this preset does not reproduce the paper's direction: "
-    "measured at 2% data over 6 epochs, shared - vit = -3.8 points (95% CI [-7.7, +0.2], 3 "
-    "paired seeds); the feature hint slows a tiny ViT (README: What the studies show). For the "
-    "paper's direction use --preset gpu (vit_s)."
+    "measured at 2% data over 6 epochs, shared - vit = -6.1 points (95% CI [-7.9, -4.2], 3 "
+    "paired seeds); the feature hint slows a tiny ViT (docs/findings.md). For the paper's "
+    "direction use --preset gpu (vit_s)."
 )
 
 
