@@ -718,7 +718,8 @@ def run_trials(
         with interrupt.tune_loop():
             tuner.fit()
     except Exception:  # Tune's own errors: the store already has every finished trial
-        log.error("Ray Tune stopped: %s", traceback.format_exc())
+        if not callback.store.fenced_out:  # taken over: the driver says so in one line
+            log.error("Ray Tune stopped: %s", traceback.format_exc())
         raise
     if interrupt.requested:
         # Trials stopped at once (second signal, or past the grace) never reach Tune's callbacks.

@@ -23,7 +23,7 @@ from study.lease import Lease, this_driver
 from study.live import LiveView
 from study.plan import StudyConfig
 from study.status import HAS_RESULT, TRAINED, Phase, StudyStatus
-from study.store import Store, StudyRecord
+from study.store import LeaseLost, Store, StudyRecord
 from trainers.datasets import load_dataset
 from trainers.errors import ConfigError, Interrupted
 
@@ -104,6 +104,8 @@ def run_study(
             code = info["code_version"]
             storage = optuna_storage(config.storage)
             if resume:
+                lease.start()  # fences every later write, ours and Optuna's (study.lease)
+                store.fence_optuna(storage)
                 stale = store.mark_stale_running(study.id)
                 names = [config.optuna_study_name(a) for a in config.arms()]
                 # our rows are the truth: a result we stored but Optuna had not yet been told
@@ -126,8 +128,8 @@ def run_study(
                     **config.facts(),
                     driver=this_driver(),
                 )
-                lease = Lease(store, study.id)
-            lease.start()
+                lease = Lease(store, study.id).start()
+                store.fence_optuna(storage)
             search = ArmSearch(config, store, study, storage, code)
             live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
             phases = _Phases(config, study, store, search, live, data, train_fn, interrupt)
@@ -146,8 +148,12 @@ def run_study(
     except KeyboardInterrupt:
         status = StudyStatus.INTERRUPTED
         raise
+    except Exception as err:
+        if store.fenced_out:  # taken over while paused: whatever broke, this is the one line
+            raise _lost(store, err) from None
+        raise
     finally:
-        if study is not None:
+        if study is not None and not store.fenced_out:
             store.set_study_status(config.name, status)
         if lease is not None:
             lease.release()
@@ -185,6 +191,16 @@ def _resumed(config: StudyConfig, study) -> StudyConfig:
 
 def _nothing() -> None:
     pass
+
+
+def _lost(store: Store, err: BaseException) -> LeaseLost:
+    """The `LeaseLost` behind `err` (Ray Tune or Optuna may wrap it), or a new one."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, LeaseLost):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return LeaseLost(f"this driver lost the study to another driver while paused ({err})")
 
 
 def _interrupted_message(store: Store, config: StudyConfig, signal_name: str, command: str) -> str:
@@ -286,6 +302,8 @@ class _Phases:
             trial_timeout=config.trial_timeout,
         )
         self.search.drain()  # every Optuna write of the phase is in before the next phase asks
+        if self.store.fenced_out:  # a write refused, and Tune went on: stop here all the same
+            raise LeaseLost(f"this driver lost study '{config.name}' to another driver")
 
 
 def _default_concurrency(config: StudyConfig) -> int:
