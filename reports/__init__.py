@@ -62,9 +62,9 @@ def build_report(study_name: str, storage_url: str, out_path: str | Path | None 
 
     out = Path(out_path) if out_path is not None else default_out_path(study_name)
     # before the study is read: a bad --out is one line, at once; never over the database
+    _check_writable(out)
     for path in (out, *(out.with_suffix(suffix) for suffix in (".md", ".tex"))):
         check_output_path(path, storage_url, REPORT_SUFFIXES)
-    _check_writable(out)
     with Store.open_existing(storage_url) as store:  # reading never creates a database
         report = build_page(load_study(store, study_name))
     try:
