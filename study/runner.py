@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -58,7 +59,19 @@ def run_study(
     """
     started = time.monotonic()
     _check_writable(config.results_dir)
-    store = Store.open(config.storage)  # a bad URL or unreachable server fails before loading
+    # A refused run leaves no trace: a SQLite file it created for a study it never started goes
+    # again (see `_forget_new_file`); a resumed study's database must exist.
+    new_file = _new_sqlite_file(config.storage)
+    # a bad URL or unreachable server fails before loading
+    store = Store.open_existing(config.storage) if resume else Store.open(config.storage)
+    try:
+        return _run(config, store, command, resume, train_fn, out, started)
+    except BaseException:
+        _forget_new_file(store, config, new_file)
+        raise
+
+
+def _run(config, store, command, resume, train_fn, out, started) -> StudySummary:
     store.check_integrity()  # a damaged SQLite file: one line now, not Optuna's traceback later
     study = store.get_study(config.name) if resume else None
     if study is not None:
@@ -83,6 +96,7 @@ def run_study(
         shutdown = ray_tune.ray_session(config.address, keep_out=(config.results_dir,))
         ray_tune.check_trial_fits(config.cpus_per_trial, config.gpus_per_trial)
         data = load_dataset(config.dataset, config.data_dir)  # missing data: before any write
+        _check_fractions(config, data)
     except BaseException:
         shutdown()
         if lease is not None:
@@ -161,7 +175,8 @@ def run_study(
         if live is not None:
             live.close()
     if status == StudyStatus.INTERRUPTED:
-        raise Interrupted(_interrupted_message(store, config, interrupt.name, command))
+        message = _interrupted_message(store, config, interrupt.name, command)
+        raise Interrupted(message, interrupt.signal or signal.SIGINT)
 
     summary = _summarise(store, config, time.monotonic() - started, search.reused)
     _print_summary(summary, config, out)
@@ -191,6 +206,53 @@ def _resumed(config: StudyConfig, study) -> StudyConfig:
 
 def _nothing() -> None:
     pass
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names if it does not exist yet (this run would create it)."""
+    from study.engine import normalize_url
+
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or Path(parsed.database).exists():
+        return None
+    return Path(parsed.database)
+
+
+def _forget_new_file(store: Store, config: StudyConfig, path: Path | None) -> None:
+    """Remove the SQLite file this run created, if the run ended before creating its study."""
+    if path is None:
+        return
+    try:
+        if store.list_studies():
+            return
+    except Exception:  # unreadable: leave it as it is
+        return
+    store.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _check_fractions(config: StudyConfig, data: Any) -> None:
+    """Every arm's data_fraction leaves at least one training image of each class.
+
+    The trainer keeps at least one image per class whatever the fraction, so `--arm
+    data_fraction=1e-9` trained silently on 10 images; it is refused here, before the study is.
+    """
+    import torch
+
+    space = config.search_space
+    counts = torch.bincount(data.train_labels, minlength=data.num_classes)
+    for arm in config.arms():
+        trial = space.trial_config(
+            config.preset, arm, {}, config.trainer_base(), config.trial_overrides(arm)
+        )
+        fewest = int(counts.min()) - round(int(counts.min()) * trial.val_fraction)
+        if round(fewest * trial.data_fraction) < 1:
+            raise ConfigError(
+                f"arm {arm.name}: data_fraction={trial.data_fraction:g} leaves no training image "
+                f"of some class of {config.dataset} (its smallest class has {fewest} after the "
+                f"validation split): use data_fraction >= {1 / fewest:.2g}"
+            )
 
 
 def _lost(store: Store, err: BaseException) -> LeaseLost:
