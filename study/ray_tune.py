@@ -361,6 +361,7 @@ class StoreCallback(tune.Callback):
         self.flushed: dict[str, float] = {}
         self.open: dict[str, Any] = {}  # Ray trial id -> trial, started and not yet ended
         self.trial_timeout: float | None = None  # --trial-timeout, set by run_trials
+        self.failed_attempts: dict[str, list[str]] = {}  # Ray trial id -> errors Ray retried
 
     def __getstate__(self) -> dict:  # see ArmSearcher.__getstate__
         return {}
@@ -436,6 +437,8 @@ class StoreCallback(tune.Callback):
             final_val_acc=metrics.get("val_acc"),
             test_acc=final.get("test_acc"),
             test_acc_agent=final.get("test_acc_agent"),
+            # a trial that failed, was retried (--retries) and then ended well keeps its failures
+            error=self._attempts(trial.trial_id),
         )
         self.on_event(
             "end",
@@ -457,6 +460,8 @@ class StoreCallback(tune.Callback):
             and "TrialTimeout" not in error
         ):  # stuck past the timeout in one C call: its worker ended itself, Ray saw a dead actor
             error = f"{error}\nTrialTimeout: {timeout_message(self.trial_timeout)}"
+        # (Ray's error file already holds every attempt's failure: "Failure # 1", "# 2", ...)
+        self.failed_attempts.pop(trial.trial_id, None)
         self.store.finish_trial(
             self.rows[trial.trial_id],
             TrialStatus.FAILED,
@@ -467,6 +472,18 @@ class StoreCallback(tune.Callback):
         self.on_event(
             "end", self._info(trial, status=TrialStatus.FAILED, error=error.splitlines()[-1])
         )
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """A trial failed and Ray runs it again (--retries): its row keeps the failure now, so
+        the attempt leaves a trace whatever the retry does."""
+        attempts = self.failed_attempts.setdefault(trial.trial_id, [])
+        attempts.append(f"attempt {len(attempts) + 1} failed, retried:\n{_error_text(trial)}")
+        row = self.rows.get(trial.trial_id)
+        if row is not None:
+            self.store.note_failed_attempts(row, self._attempts(trial.trial_id))
+
+    def _attempts(self, trial_id: str) -> str | None:
+        return "\n".join(self.failed_attempts.get(trial_id, ())) or None
 
     def close_interrupted(self) -> None:
         """Record the trials an interrupt stopped before Ray reported their end: INTERRUPTED,

@@ -603,6 +603,12 @@ class Store:
             if updated == 0:
                 raise StorageError(f"could not finish trial {trial_id}: no trial with that id")
 
+    def note_failed_attempts(self, trial_id: int, errors: str) -> None:
+        """Keep the errors of a RUNNING trial's failed attempts (Ray retries it, --retries) in its
+        ``error``; `finish_trial` is given them again with how the trial ended."""
+        with self._writing(f"note the failed attempts of trial {trial_id}") as session:
+            session.execute(sa.update(_trials).where(_trials.c.id == trial_id).values(error=errors))
+
     def mark_stale_running(self, study_id: int) -> list[int]:
         """Fail the study's trials still RUNNING (their driver died); return their ids."""
         with self._writing(f"fail the stale trials of study {study_id}") as session:
@@ -1159,6 +1165,7 @@ IDEMPOTENT = {
     "record_epoch",
     "record_epochs",
     "finish_trial",
+    "note_failed_attempts",
     "mark_stale_running",
     "settle_stale_optuna_trials",
 }
