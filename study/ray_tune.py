@@ -514,6 +514,20 @@ class StoreCallback(tune.Callback):
         return time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
 
 
+def _caused_by_storage() -> bool:
+    """Whether the exception being handled comes from the database (a `BootstudyError`): the
+    driver prints it as one line, without Tune's traceback."""
+    from trainers.errors import BootstudyError
+
+    err, seen = sys.exc_info()[1], set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, BootstudyError):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def _error_text(trial) -> str:
     """The trial's error with its traceback, as Ray saved it on the driver."""
     path = getattr(trial, "error_file", None)
@@ -764,7 +778,7 @@ def run_trials(
         with interrupt.tune_loop():
             tuner.fit()
     except Exception:  # Tune's own errors: the store already has every finished trial
-        if not callback.store.fenced_out:  # taken over: the driver says so in one line
+        if not callback.store.fenced_out and not _caused_by_storage():  # the driver's one line
             log.error("Ray Tune stopped: %s", traceback.format_exc())
         raise
     if interrupt.requested:

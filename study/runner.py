@@ -19,7 +19,7 @@ from typing import Any
 from search_spaces.order import arm_order
 from study import provenance
 from study.arm_search import ArmSearch
-from study.engine import mask_password, optuna_storage
+from study.engine import StorageError, mask_password, optuna_storage
 from study.lease import Lease, this_driver
 from study.live import LiveView
 from study.plan import StudyConfig
@@ -110,6 +110,7 @@ def _run(config, store, command, resume, train_fn, out, started) -> StudySummary
             file=out,
         )
     status = StudyStatus.FAILED
+    storage_failed = False
     live = None
     interrupt = ray_tune.Interrupt(out=sys.stderr)
     try:
@@ -165,11 +166,26 @@ def _run(config, store, command, resume, train_fn, out, started) -> StudySummary
     except Exception as err:
         if store.fenced_out:  # taken over while paused: whatever broke, this is the one line
             raise _lost(store, err) from None
-        raise
+        cause = _cause(err, StorageError)
+        if cause is None:
+            raise
+        # The database failed past its retries (a full disk, a dropped table, an outage longer
+        # than RECONNECT_SECONDS): one line, and the study left as resumable as it can be.
+        status, storage_failed = StudyStatus.INTERRUPTED, True
+        _best_effort(store.mark_running_interrupted, study.id if study is not None else None)
+        raise StorageError(
+            f"{cause}; the study stopped: its finished trials are safe, and once the database is "
+            f"fixed it continues with: {resume_command(command, config)}"
+        ) from None
     finally:
         if study is not None and not store.fenced_out:
-            store.set_study_status(config.name, status)
-        if lease is not None:
+            if storage_failed:  # a second failure must not hide the first one's line
+                _best_effort(store.set_study_status, config.name, status)
+            else:
+                store.set_study_status(config.name, status)
+        if lease is not None and storage_failed:
+            _best_effort(lease.release)
+        elif lease is not None:
             lease.release()
         shutdown()
         if live is not None:
@@ -253,6 +269,27 @@ def _check_fractions(config: StudyConfig, data: Any) -> None:
                 f"of some class of {config.dataset} (its smallest class has {fewest} after the "
                 f"validation split): use data_fraction >= {1 / fewest:.2g}"
             )
+
+
+def _cause(err: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first `kind` error in `err`'s chain (Ray Tune re-raises a callback's error wrapped)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _best_effort(write: Callable[..., Any], *args: Any) -> None:
+    """A write after the database already failed: tried once, its own failure ignored."""
+    if args and args[0] is None:
+        return
+    try:
+        write(*args)
+    except Exception:
+        pass
 
 
 def _lost(store: Store, err: BaseException) -> LeaseLost:

@@ -227,6 +227,35 @@ class Store:
         except BaseException:
             self.engine.dispose()
             raise
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        """A `StorageError` naming the first bootstudy table or column missing (dropped or altered
+        by hand: the schema revision still says current), instead of a traceback at the first
+        write that needs it."""
+        try:
+            with self.engine.connect() as connection:
+                inspector = sa.inspect(connection)
+                for table in (_studies, _trials, _metrics):
+                    if not inspector.has_table(table.name):
+                        missing = f"table {table.name} is missing"
+                        break
+                    have = {column["name"] for column in inspector.get_columns(table.name)}
+                    lost = [column.name for column in table.columns if column.name not in have]
+                    if lost:
+                        missing = f"table {table.name} lacks column {lost[0]}"
+                        break
+                else:
+                    return
+        except DBAPIError as exc:
+            self.engine.dispose()
+            message = _db_message(exc)
+            raise StorageError(f"cannot read the tables of {self.url}: {message}") from None
+        self.engine.dispose()
+        raise StorageError(
+            f"the bootstudy tables in {self.url} are damaged: {missing}; restore the database "
+            "from a copy (its studies cannot be read or continued as it is)"
+        )
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -608,6 +637,18 @@ class Store:
         ``error``; `finish_trial` is given them again with how the trial ended."""
         with self._writing(f"note the failed attempts of trial {trial_id}") as session:
             session.execute(sa.update(_trials).where(_trials.c.id == trial_id).values(error=errors))
+
+    def mark_running_interrupted(self, study_id: int) -> list[int]:
+        """End the study's RUNNING trials as INTERRUPTED (the driver stops: `--resume` runs them
+        again, with every epoch they finished); return their ids."""
+        with self._writing(f"interrupt the running trials of study {study_id}") as session:
+            stopped = session.scalars(
+                sa.update(_trials)
+                .where(_trials.c.study_id == study_id, _trials.c.status == TrialStatus.RUNNING)
+                .values(status=TrialStatus.INTERRUPTED.value, finished_at=_utcnow())
+                .returning(_trials.c.id)
+            ).all()
+        return sorted(stopped)
 
     def mark_stale_running(self, study_id: int) -> list[int]:
         """Fail the study's trials still RUNNING (their driver died); return their ids."""
@@ -1167,6 +1208,7 @@ IDEMPOTENT = {
     "finish_trial",
     "note_failed_attempts",
     "mark_stale_running",
+    "mark_running_interrupted",
     "settle_stale_optuna_trials",
 }
 
