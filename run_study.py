@@ -27,7 +27,7 @@ from search_spaces.designs import DESIGNS
 from study.base import load_base
 from study.plan import StudyConfig, resolve_preset
 from trainers.cli import ArgParser, parse_value, program, run_cli
-from trainers.errors import ConfigError
+from trainers.errors import BootstudyError, ConfigError, Interrupted
 from trainers.home import default_storage, runs_dir
 
 
@@ -428,17 +428,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_report(config: StudyConfig, out=sys.stdout) -> Path | None:
+class ReportFailed(BootstudyError):
+    """The study ran and is stored, but its report could not be written (exit 2, one line)."""
+
+
+def write_report(config: StudyConfig, out=sys.stdout) -> Path:
     """The study's report under <results-dir>/reports/, built from the store like
-    `python -m reports` does; a report bug is a warning, never a lost study (its rows are in)."""
+    `python -m reports` does. A report that cannot be written (an unwritable directory, a full
+    disk, a bug, Ctrl-C) is a failure, `ReportFailed` or `Interrupted`, never a warning with exit
+    0; its one line says the results are safe in the store and how to build the report again."""
     from reports import build_report, default_out_path
+    from study.engine import mask_password
 
     path = Path(config.results_dir) / "reports" / default_out_path(config.name).name
+    storage = mask_password(config.storage)
+    rebuild = shlex.join(["python", "-m", "reports", "--study", config.name, "--storage", storage])
+    safe = f"the study's results are safe in {storage}; write the report again with: {rebuild}"
     try:
         path = build_report(config.name, config.storage, path).resolve()
-    except Exception as err:
-        print(f"warning: the report could not be built: {err}", file=out)
-        return None
+    except BootstudyError as err:
+        raise ReportFailed(f"{err}; {safe}") from None
+    except KeyboardInterrupt:
+        raise Interrupted(f"the report was not written; {safe}") from None
+    except Exception as err:  # a bug in a report section: one line here, the trace is not news
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ReportFailed(
+            f"the report could not be built ({type(err).__name__}: {first}); {safe}"
+        ) from None
     print(f"report:    {path}", file=out)
     return path
 

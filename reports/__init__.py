@@ -20,6 +20,7 @@ Imported by: `run_study.py` (after the study), tests and benches; never by `stud
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -27,12 +28,24 @@ from pathlib import Path
 from trainers.errors import ConfigError
 from trainers.home import runs_dir
 
-__all__ = ["Report", "build_report", "default_out_path"]
+__all__ = ["Report", "build_report", "default_out_path", "report_stem"]
 
 
 def default_out_path(study_name: str) -> Path:
-    """runs/reports/<study>.html, with characters unsafe in file names replaced by '_'."""
-    return runs_dir() / "reports" / (re.sub(r"[^A-Za-z0-9._=,+-]", "_", study_name) + ".html")
+    """runs/reports/<study>.html; a name with characters unsafe in file names gets them replaced
+    by '_' and a short hash of the whole name, so two names never share a file (`研究-ñ` and
+    `実験-é` both read `__-_`)."""
+    return runs_dir() / "reports" / (report_stem(study_name) + ".html")
+
+
+def report_stem(study_name: str) -> str:
+    """The file name (without suffix) of a study's report: the name itself when it is safe in a
+    file name, else its safe characters plus the first 8 hex digits of its SHA-256."""
+    safe = re.sub(r"[^A-Za-z0-9._=,+-]", "_", study_name)
+    if safe == study_name and not safe.startswith("."):
+        return safe
+    digest = hashlib.sha256(study_name.encode("utf-8")).hexdigest()[:8]
+    return f"{safe}-{digest}"
 
 
 def build_report(study_name: str, storage_url: str, out_path: str | Path | None = None) -> Path:
@@ -44,10 +57,14 @@ def build_report(study_name: str, storage_url: str, out_path: str | Path | None 
     """
     from reports.load import load_study  # here, not at import: `--help` needs no pandas/plotly
     from reports.page import build_page
+    from study.outputs import REPORT_SUFFIXES, check_output_path
     from study.store import Store
 
     out = Path(out_path) if out_path is not None else default_out_path(study_name)
-    _check_writable(out)  # before the study is read: a bad --out is one line, at once
+    # before the study is read: a bad --out is one line, at once; never over the database
+    _check_writable(out)
+    for path in (out, *(out.with_suffix(suffix) for suffix in (".md", ".tex"))):
+        check_output_path(path, storage_url, REPORT_SUFFIXES)
     with Store.open_existing(storage_url) as store:  # reading never creates a database
         report = build_page(load_study(store, study_name))
     try:

@@ -1,12 +1,39 @@
 """`python -m reports --study NAME [--storage URL] [--out PATH]`: write one study's report.
 
-Bad input (unknown study, bad URL, missing database) prints one line on stderr and exits 2.
+Bad input (unknown study, bad URL, missing database, an --out that is the database or a file
+this command did not write) prints one line on stderr and exits 2. Works from any folder, even
+one holding a `reports/` folder (as the runs directory does), see `_own_packages`.
 """
 
 from __future__ import annotations
 
-from trainers.cli import ArgParser, program, run_cli
-from trainers.home import default_storage
+import sys
+from pathlib import Path
+
+_PACKAGES = ("reports", "study", "trainers", "search_spaces")
+
+
+def _own_packages() -> None:
+    """Import bootstudy's packages from this checkout, never from folders of the working directory.
+
+    `python -m` puts the working directory first on sys.path, so a plain `reports/` folder there
+    (the runs directory holds one) became a namespace package named `reports` ("cannot import
+    name 'build_report' from 'reports' (unknown location)"). Our root goes first instead, and a
+    namespace package already imported under one of our names is forgotten.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    if sys.path[:1] != [root]:
+        sys.path.insert(0, root)
+    for name in list(sys.modules):
+        module = sys.modules[name]
+        if name.partition(".")[0] in _PACKAGES and getattr(module, "__file__", None) is None:
+            del sys.modules[name]  # a namespace package: a folder that is not ours
+
+
+_own_packages()
+
+from trainers.cli import ArgParser, program, run_cli  # noqa: E402
+from trainers.home import default_storage  # noqa: E402
 
 
 def build_parser() -> ArgParser:

@@ -52,7 +52,7 @@ class TrialSpec:
     train: dict[str, Any]  # resolved TrainConfig
     config_hash: str
     optuna_trial: optuna.Trial | None = field(default=None, repr=False)
-    reported: set[int] = field(default_factory=set, repr=False)  # epochs told to Optuna
+    reported: dict[int, float] = field(default_factory=dict, repr=False)  # told to Optuna
 
     def as_config(self) -> dict[str, Any]:
         return {
@@ -246,9 +246,17 @@ class ArmSearch:
         if spec is None or spec.optuna_trial is None or value is None or "epoch" not in result:
             return
         epoch = int(result["epoch"])
-        if math.isfinite(value) and epoch not in spec.reported:
-            spec.reported.add(epoch)
-            self._write(spec.optuna_trial.report, float(value), epoch)
+        if math.isfinite(value) and spec.reported.get(epoch) != value:
+            # an epoch told again with another value is a retried attempt's (--retries), which
+            # replaced the first attempt's in our rows: Optuna's `report` would keep the first
+            trial, first = spec.optuna_trial, epoch not in spec.reported
+            spec.reported[epoch] = float(value)
+            if first:
+                self._write(trial.report, float(value), epoch)
+            else:
+                self._write(
+                    trial.storage.set_trial_intermediate_value, trial._trial_id, epoch, float(value)
+                )
 
     def _write(self, fn, *args, **kwargs) -> None:
         self._writes = [f for f in self._writes if not f.done() or f.exception()]

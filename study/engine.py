@@ -58,7 +58,8 @@ POSTGRES_CONNECT_TIMEOUT_SECONDS = 5  # an unreachable server fails fast instead
 SCHEMA_RACE_SECONDS = 60  # how long a driver retries Optuna's table creation racing another one
 # How long an operation is retried while PostgreSQL connections are being lost (a failover, a
 # restart, pg_terminate_backend, a NAT dropping idle sockets): long enough for a failover.
-RECONNECT_SECONDS = 60
+# BOOTSTUDY_RECONNECT_SECONDS sets it; past it the driver stops the study in one line.
+RECONNECT_SECONDS = float(os.environ.get("BOOTSTUDY_RECONNECT_SECONDS") or 60)
 # A lost connection, by SQLSTATE: class 08 (connection exception), or the server ending sessions
 # (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now); and by libpq's words,
 # for the losses that come without a state.

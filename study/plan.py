@@ -18,6 +18,16 @@ from trainers.modes import MODES, used_fields
 __all__ = ["StudyConfig", "resolve_preset", "asha_rungs"]
 
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
+# Upper bounds of a study's numbers, checked before anything is created: each far above any real
+# study, far below what breaks something (--epochs 10**30 once started training, with ~100 rungs).
+MAX_EPOCHS = 10_000  # the paper trains 300 epochs; ASHA needs only a few rungs below this
+MAX_TRIALS_PER_ARM = 100_000  # TPE itself slows to seconds per ask past a few thousand
+MAX_FINAL_SEEDS = 1_000  # paired seeds for a CI: 30 already give a tight one
+MAX_RETRIES = 100  # a trial that raised 100 times will raise again
+MAX_TRIAL_TIMEOUT = 30 * 24 * 3600.0  # 30 days, in seconds
+MAX_CONCURRENCY = 100_000  # trials at once: more than any cluster has CPUs
+# Seeds reach numpy (< 2**32) and trials (arm_search: seed*1000 + index, final: seed+1000+i)
+MAX_SEED = 2**20
 # TrainConfig fields the study itself sets for every trial, and the option that sets them.
 STUDY_OWNED = {
     "seed": "--seed (final runs take seed+1000, seed+1001, ...)",
@@ -89,8 +99,12 @@ class StudyConfig:
             if getattr(self, key) is None:
                 object.__setattr__(self, key, value)
         checks = [
-            (self.trials_per_arm >= 1, f"--trials must be >= 1, got {self.trials_per_arm}"),
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            _within("--trials", self.trials_per_arm, 1, MAX_TRIALS_PER_ARM),
+            _within("--epochs", self.epochs, 1, MAX_EPOCHS),
+            _within("--final-seeds", self.final_seeds, 0, MAX_FINAL_SEEDS),
+            _within("--retries", self.retries, 0, MAX_RETRIES),
+            _within("--seed", self.seed, 0, MAX_SEED),
+            _within("--concurrency", self.concurrency, 0, MAX_CONCURRENCY),
             (
                 1 <= self.grace_epochs <= self.epochs,
                 f"--grace-epochs must be in [1, epochs={self.epochs}], got {self.grace_epochs}",
@@ -99,20 +113,16 @@ class StudyConfig:
                 self.reduction_factor > 1,
                 f"--reduction-factor must be > 1, got {self.reduction_factor}",
             ),
-            (self.final_seeds >= 0, f"--final-seeds must be >= 0, got {self.final_seeds}"),
             (
                 self.final_seeds >= 1 or not self.searchless,
                 "--final-seeds must be >= 1: this study has nothing to search, so its arms run "
                 "only as replicated final runs",
             ),
-            (self.concurrency >= 0, f"--concurrency must be >= 0, got {self.concurrency}"),
             (self.cpus_per_trial > 0, f"--cpus-per-trial must be > 0, got {self.cpus_per_trial}"),
             (self.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}"),
-            (self.retries >= 0, f"--retries must be >= 0, got {self.retries}"),
             (
-                self.trial_timeout is None
-                or (math.isfinite(self.trial_timeout) and self.trial_timeout > 0),
-                "--trial-timeout must be a positive number of seconds, got "
+                self.trial_timeout is None or 0 < self.trial_timeout <= MAX_TRIAL_TIMEOUT,
+                f"--trial-timeout must be in (0, {MAX_TRIAL_TIMEOUT:g}] seconds, got "
                 + (f"{self.trial_timeout:g}" if self.trial_timeout is not None else "none"),
             ),
         ]
@@ -258,6 +268,11 @@ class StudyConfig:
             "arms": [a.name for a in self.arms()],
             "objective": space.objective,
         }
+
+
+def _within(option: str, value: int, low: int, high: int) -> tuple[bool, str]:
+    """A check of the list in `StudyConfig.__post_init__`: `low <= value <= high`."""
+    return low <= value <= high, f"{option} must be in [{low}, {high:,}], got {value:,}"
 
 
 def asha_rungs(grace: int, reduction_factor: float, max_epochs: int) -> list[int]:

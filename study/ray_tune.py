@@ -63,8 +63,9 @@ TrainFn = Callable[..., dict[str, Any]]
 # --- interrupts ---------------------------------------------------------------------------------
 
 # After the first SIGINT/SIGTERM, running trials get this long to finish their current epoch; the
-# rest are stopped and recorded INTERRUPTED. Below Kubernetes' 30 s grace before its SIGKILL.
-INTERRUPT_GRACE_SECONDS = 20.0
+# rest are then stopped at once and recorded INTERRUPTED. Recording and stopping Ray take a few
+# seconds more: the driver exits within 20 s of the signal, below Kubernetes' 30 s grace.
+INTERRUPT_GRACE_SECONDS = 8.0
 
 
 class Interrupt:
@@ -83,9 +84,12 @@ class Interrupt:
         self.stopped: set[str] = set()  # Ray trial ids stopped by the interrupt, not by ASHA
         self._first_at = 0.0
         self._in_tune = False  # inside Tune's loop: a second signal raises there, see `tune_loop`
+        self._expired = False  # the grace ran out: `_expire` signalled us once more
+        self._timer: threading.Timer | None = None  # ends the grace (see `_handle`)
+        self._installed = False  # our handlers are in place: only then may `_expire` signal
 
     def __getstate__(self) -> dict:  # Ray pickles the scheduler for its own restore
-        return {**self.__dict__, "out": None}
+        return {**self.__dict__, "out": None, "_timer": None}
 
     @property
     def requested(self) -> bool:
@@ -108,13 +112,26 @@ class Interrupt:
                 f"their current epoch (at most {self.grace_seconds:.0f} s). "
                 "Press Ctrl-C again to stop at once."
             )
+            # Tune waits up to 15 s more for trials to end their step once told to stop: at the
+            # end of the grace, the same signal again stops everything at once, in the main thread
+            self._timer = threading.Timer(self.grace_seconds, self._expire, args=(signum,))
+            self._timer.daemon = True
+            self._timer.start()
         elif not self.hard:
             self.hard = True
-            self._say(f"\n{signal.Signals(signum).name} again: stopping now")
+            if self._expired:
+                self._say(f"{self.grace_seconds:.0f} s since {self.name}: stopping now")
+            else:
+                self._say(f"\n{signal.Signals(signum).name} again: stopping now")
             if self._in_tune:
                 # Tune's own shutdown waits up to 15 s for trials to end their step: leave its
                 # loop now; `run_trials` records the trials and the driver stops Ray.
                 raise KeyboardInterrupt
+
+    def _expire(self, signum: int) -> None:
+        if self._installed and not self.hard:
+            self._expired = True
+            os.kill(os.getpid(), signum)
 
     def _say(self, text: str) -> None:
         try:
@@ -142,9 +159,13 @@ class Interrupt:
             yield self
             return
         previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._installed = True
         try:
             yield self
         finally:
+            self._installed = False
+            if self._timer is not None:
+                self._timer.cancel()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
@@ -340,6 +361,7 @@ class StoreCallback(tune.Callback):
         self.flushed: dict[str, float] = {}
         self.open: dict[str, Any] = {}  # Ray trial id -> trial, started and not yet ended
         self.trial_timeout: float | None = None  # --trial-timeout, set by run_trials
+        self.failed_attempts: dict[str, list[str]] = {}  # Ray trial id -> errors Ray retried
 
     def __getstate__(self) -> dict:  # see ArmSearcher.__getstate__
         return {}
@@ -415,6 +437,8 @@ class StoreCallback(tune.Callback):
             final_val_acc=metrics.get("val_acc"),
             test_acc=final.get("test_acc"),
             test_acc_agent=final.get("test_acc_agent"),
+            # a trial that failed, was retried (--retries) and then ended well keeps its failures
+            error=self._attempts(trial.trial_id),
         )
         self.on_event(
             "end",
@@ -436,6 +460,8 @@ class StoreCallback(tune.Callback):
             and "TrialTimeout" not in error
         ):  # stuck past the timeout in one C call: its worker ended itself, Ray saw a dead actor
             error = f"{error}\nTrialTimeout: {timeout_message(self.trial_timeout)}"
+        # (Ray's error file already holds every attempt's failure: "Failure # 1", "# 2", ...)
+        self.failed_attempts.pop(trial.trial_id, None)
         self.store.finish_trial(
             self.rows[trial.trial_id],
             TrialStatus.FAILED,
@@ -446,6 +472,18 @@ class StoreCallback(tune.Callback):
         self.on_event(
             "end", self._info(trial, status=TrialStatus.FAILED, error=error.splitlines()[-1])
         )
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        """A trial failed and Ray runs it again (--retries): its row keeps the failure now, so
+        the attempt leaves a trace whatever the retry does."""
+        attempts = self.failed_attempts.setdefault(trial.trial_id, [])
+        attempts.append(f"attempt {len(attempts) + 1} failed, retried:\n{_error_text(trial)}")
+        row = self.rows.get(trial.trial_id)
+        if row is not None:
+            self.store.note_failed_attempts(row, self._attempts(trial.trial_id))
+
+    def _attempts(self, trial_id: str) -> str | None:
+        return "\n".join(self.failed_attempts.get(trial_id, ())) or None
 
     def close_interrupted(self) -> None:
         """Record the trials an interrupt stopped before Ray reported their end: INTERRUPTED,
@@ -474,6 +512,20 @@ class StoreCallback(tune.Callback):
 
     def _seconds(self, trial) -> float:
         return time.monotonic() - self.started.get(trial.trial_id, time.monotonic())
+
+
+def _caused_by_storage() -> bool:
+    """Whether the exception being handled comes from the database (a `BootstudyError`): the
+    driver prints it as one line, without Tune's traceback."""
+    from trainers.errors import BootstudyError
+
+    err, seen = sys.exc_info()[1], set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, BootstudyError):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _error_text(trial) -> str:
@@ -639,7 +691,15 @@ def _init(address: str | None, num_cpus: int | None, kwargs: dict[str, Any]):
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise ConfigError(f"cannot join the Ray cluster at '{address}': {first}") from None
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        # Ray's processes (GCS, raylet, workers) start with SIGTERM blocked, as Ray itself blocks
+        # SIGINT in them: a signal to the whole process group (`timeout`, systemd, Kubernetes)
+        # reaches the driver alone, which then stops the trials and Ray in order. Before, the
+        # GCS died at once and the driver hung 60 s on it, then exited 1 leaving rows RUNNING.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            ray.init(num_cpus=num_cpus, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     for name in ("ray", "ray.tune", "ray.train"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if address:
@@ -774,7 +834,8 @@ def run_trials(
         with interrupt.tune_loop():
             tuner.fit()
     except Exception:  # Tune's own errors: the store already has every finished trial
-        log.error("Ray Tune stopped: %s", traceback.format_exc())
+        if not callback.store.fenced_out and not _caused_by_storage():  # the driver's one line
+            log.error("Ray Tune stopped: %s", traceback.format_exc())
         raise
     if interrupt.requested:
         # Trials stopped at once (second signal, or past the grace) never reach Tune's callbacks.

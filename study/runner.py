@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -18,12 +19,12 @@ from typing import Any
 from search_spaces.order import arm_order
 from study import provenance
 from study.arm_search import ArmSearch
-from study.engine import mask_password, optuna_storage
+from study.engine import StorageError, mask_password, optuna_storage
 from study.lease import Lease, this_driver
 from study.live import LiveView
 from study.plan import StudyConfig
 from study.status import HAS_RESULT, TRAINED, Phase, StudyStatus
-from study.store import Store, StudyRecord
+from study.store import LeaseLost, Store, StudyRecord
 from trainers.config import TrainConfig
 from trainers.datasets import load_dataset
 from trainers.errors import ConfigError, Interrupted
@@ -69,7 +70,19 @@ def run_study(
     _check_writable(config.results_dir)
     if config.save_weights and config.final_seeds:
         weights_dir(config)  # a folder that would hold the database: refused before any write
-    store = Store.open(config.storage)  # a bad URL or unreachable server fails before loading
+    # A refused run leaves no trace: a SQLite file it created for a study it never started goes
+    # again (see `_forget_new_file`); a resumed study's database must exist.
+    new_file = _new_sqlite_file(config.storage)
+    # a bad URL or unreachable server fails before loading
+    store = Store.open_existing(config.storage) if resume else Store.open(config.storage)
+    try:
+        return _run(config, store, command, resume, train_fn, out, started)
+    except BaseException:
+        _forget_new_file(store, config, new_file)
+        raise
+
+
+def _run(config, store, command, resume, train_fn, out, started) -> StudySummary:
     store.check_integrity()  # a damaged SQLite file: one line now, not Optuna's traceback later
     study = store.get_study(config.name) if resume else None
     if study is not None:
@@ -95,6 +108,7 @@ def run_study(
         shutdown = ray_tune.ray_session(config.address, keep_out=(config.results_dir,))
         ray_tune.check_trial_fits(config.cpus_per_trial, config.gpus_per_trial)
         data = load_dataset(config.dataset, config.data_dir)  # missing data: before any write
+        _check_fractions(config, data)
     except BaseException:
         shutdown()
         if lease is not None:
@@ -108,6 +122,7 @@ def run_study(
             file=out,
         )
     status = StudyStatus.FAILED
+    storage_failed = False
     live = None
     interrupt = ray_tune.Interrupt(out=sys.stderr)
     try:
@@ -116,6 +131,8 @@ def run_study(
             code = info["code_version"]
             storage = optuna_storage(config.storage)
             if resume:
+                lease.start()  # fences every later write, ours and Optuna's (study.lease)
+                store.fence_optuna(storage)
                 stale = store.mark_stale_running(study.id)
                 names = [config.optuna_study_name(a) for a in config.arms()]
                 # our rows are the truth: a result we stored but Optuna had not yet been told
@@ -138,8 +155,8 @@ def run_study(
                     **config.facts(),
                     driver=this_driver(),
                 )
-                lease = Lease(store, study.id)
-            lease.start()
+                lease = Lease(store, study.id).start()
+                store.fence_optuna(storage)
             search = ArmSearch(config, store, study, storage, code)
             live = LiveView(out, total=search.remaining() + config.final_seeds * len(search.arms))
             phases = _Phases(config, study, store, search, live, data, train_fn, interrupt)
@@ -158,16 +175,36 @@ def run_study(
     except KeyboardInterrupt:
         status = StudyStatus.INTERRUPTED
         raise
+    except Exception as err:
+        if store.fenced_out:  # taken over while paused: whatever broke, this is the one line
+            raise _lost(store, err) from None
+        cause = _cause(err, StorageError)
+        if cause is None:
+            raise
+        # The database failed past its retries (a full disk, a dropped table, an outage longer
+        # than RECONNECT_SECONDS): one line, and the study left as resumable as it can be.
+        status, storage_failed = StudyStatus.INTERRUPTED, True
+        _best_effort(store.mark_running_interrupted, study.id if study is not None else None)
+        raise StorageError(
+            f"{cause}; the study stopped: its finished trials are safe, and once the database is "
+            f"fixed it continues with: {resume_command(command, config)}"
+        ) from None
     finally:
-        if study is not None:
-            store.set_study_status(config.name, status)
-        if lease is not None:
+        if study is not None and not store.fenced_out:
+            if storage_failed:  # a second failure must not hide the first one's line
+                _best_effort(store.set_study_status, config.name, status)
+            else:
+                store.set_study_status(config.name, status)
+        if lease is not None and storage_failed:
+            _best_effort(lease.release)
+        elif lease is not None:
             lease.release()
         shutdown()
         if live is not None:
             live.close()
     if status == StudyStatus.INTERRUPTED:
-        raise Interrupted(_interrupted_message(store, config, interrupt.name, command))
+        message = _interrupted_message(store, config, interrupt.name, command)
+        raise Interrupted(message, interrupt.signal or signal.SIGINT)
 
     summary = _summarise(store, config, time.monotonic() - started, search.reused)
     _print_summary(summary, config, out)
@@ -214,6 +251,84 @@ def _check_same_trainer(store: Store, name: str) -> None:
 
 def _nothing() -> None:
     pass
+
+
+def _new_sqlite_file(url: str) -> Path | None:
+    """The SQLite file `url` names if it does not exist yet (this run would create it)."""
+    from study.engine import normalize_url
+
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or Path(parsed.database).exists():
+        return None
+    return Path(parsed.database)
+
+
+def _forget_new_file(store: Store, config: StudyConfig, path: Path | None) -> None:
+    """Remove the SQLite file this run created, if the run ended before creating its study."""
+    if path is None:
+        return
+    try:
+        if store.list_studies():
+            return
+    except Exception:  # unreadable: leave it as it is
+        return
+    store.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _check_fractions(config: StudyConfig, data: Any) -> None:
+    """Every arm's data_fraction leaves at least one training image of each class.
+
+    The trainer keeps at least one image per class whatever the fraction, so `--arm
+    data_fraction=1e-9` trained silently on 10 images; it is refused here, before the study is.
+    """
+    import torch
+
+    space = config.search_space
+    counts = torch.bincount(data.train_labels, minlength=data.num_classes)
+    for arm in config.arms():
+        trial = space.trial_config(
+            config.preset, arm, {}, config.trainer_base(), config.trial_overrides(arm)
+        )
+        fewest = int(counts.min()) - round(int(counts.min()) * trial.val_fraction)
+        if round(fewest * trial.data_fraction) < 1:
+            raise ConfigError(
+                f"arm {arm.name}: data_fraction={trial.data_fraction:g} leaves no training image "
+                f"of some class of {config.dataset} (its smallest class has {fewest} after the "
+                f"validation split): use data_fraction >= {1 / fewest:.2g}"
+            )
+
+
+def _cause(err: BaseException, kind: type[BaseException]) -> BaseException | None:
+    """The first `kind` error in `err`'s chain (Ray Tune re-raises a callback's error wrapped)."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _best_effort(write: Callable[..., Any], *args: Any) -> None:
+    """A write after the database already failed: tried once, its own failure ignored."""
+    if args and args[0] is None:
+        return
+    try:
+        write(*args)
+    except Exception:
+        pass
+
+
+def _lost(store: Store, err: BaseException) -> LeaseLost:
+    """The `LeaseLost` behind `err` (Ray Tune or Optuna may wrap it), or a new one."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, LeaseLost):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return LeaseLost(f"this driver lost the study to another driver while paused ({err})")
 
 
 def _interrupted_message(store: Store, config: StudyConfig, signal_name: str, command: str) -> str:
@@ -325,6 +440,8 @@ class _Phases:
             tensorboard=config.tensorboard,
         )
         self.search.drain()  # every Optuna write of the phase is in before the next phase asks
+        if self.store.fenced_out:  # a write refused, and Tune went on: stop here all the same
+            raise LeaseLost(f"this driver lost study '{config.name}' to another driver")
 
     def _weights_dir(self, phase: Phase) -> str | None:
         """Final runs' weights: <results_dir>/weights/<study>/ (a trial adds trial-<number>)."""

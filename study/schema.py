@@ -147,6 +147,9 @@ class StudyRow(Base):
     driver_host: Mapped[str | None] = mapped_column(sa.String(NAME_LENGTH))
     driver_pid: Mapped[int | None]
     heartbeat_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The fencing token: bumped by every claim, checked inside every write of the driver that
+    # claimed it, so a driver taken over (paused past its lease) can never write again.
+    lease_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class TrialRow(Base):

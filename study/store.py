@@ -84,9 +84,11 @@ __all__ = [
     "TrialRecord",
     "ImportedTrial",
     "DriverRecord",
+    "LeaseLost",
     "Store",
 ]
 
+FIRST_GENERATION = 1  # the lease generation of a study's creator; each claim adds one
 STALE_ERROR = "stale: driver died"  # error of trials `mark_stale_running` fails
 TRIAL_FRAME_COLUMNS = tuple(column.name for column in TrialRow.__table__.columns)
 # JSON columns of bootstudy_trials and the names their decoded values take (as in TrialRecord)
@@ -195,6 +197,7 @@ class DriverRecord:
     host: str
     pid: int
     heartbeat_at: dt.datetime
+    generation: int = 0  # the lease generation (fencing token) of its claim
 
     def age_seconds(self) -> float:
         return (_utcnow() - self.heartbeat_at).total_seconds()
@@ -209,6 +212,8 @@ class Store:
 
     def __init__(self, url: str):
         self.url = mask_password(url)  # for messages: never shows a password
+        self._fence: tuple[int, int] | None = None  # (study id, lease generation): see `fence`
+        self.fenced_out = False  # a write found the study claimed by another driver
         self.engine = make_engine(url)
         # Writes take SQLite's write lock at BEGIN (see study.engine); ignored on PostgreSQL.
         self._write_engine = self.engine.execution_options(**{BEGIN_IMMEDIATE: True})
@@ -222,6 +227,35 @@ class Store:
         except BaseException:
             self.engine.dispose()
             raise
+        self._check_tables()
+
+    def _check_tables(self) -> None:
+        """A `StorageError` naming the first bootstudy table or column missing (dropped or altered
+        by hand: the schema revision still says current), instead of a traceback at the first
+        write that needs it."""
+        try:
+            with self.engine.connect() as connection:
+                inspector = sa.inspect(connection)
+                for table in (_studies, _trials, _metrics):
+                    if not inspector.has_table(table.name):
+                        missing = f"table {table.name} is missing"
+                        break
+                    have = {column["name"] for column in inspector.get_columns(table.name)}
+                    lost = [column.name for column in table.columns if column.name not in have]
+                    if lost:
+                        missing = f"table {table.name} lacks column {lost[0]}"
+                        break
+                else:
+                    return
+        except DBAPIError as exc:
+            self.engine.dispose()
+            message = _db_message(exc)
+            raise StorageError(f"cannot read the tables of {self.url}: {message}") from None
+        self.engine.dispose()
+        raise StorageError(
+            f"the bootstudy tables in {self.url} are damaged: {missing}; restore the database "
+            "from a copy (its studies cannot be read or continued as it is)"
+        )
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -307,7 +341,12 @@ class Store:
         )
         driver_row = {}
         if driver is not None:
-            driver_row = dict(driver_host=driver[0], driver_pid=driver[1], heartbeat_at=_utcnow())
+            driver_row = dict(
+                driver_host=driver[0],
+                driver_pid=driver[1],
+                heartbeat_at=_utcnow(),
+                lease_generation=FIRST_GENERATION,
+            )
         with self._writing(f"create study {name!r}") as session:
             found = session.execute(sa.select(_studies).where(_studies.c.name == name)).first()
             if found is not None and driver is not None and _same_driver(found, driver):
@@ -351,12 +390,14 @@ class Store:
 
     def claim_driver(
         self, name: str, host: str, pid: int, alive: Callable[[DriverRecord], bool]
-    ) -> DriverRecord | None:
+    ) -> DriverRecord:
         """Make (host, pid) the study's driver unless `alive(current driver)` says it still runs.
 
-        Returns None when claimed, else the live driver (nothing is written then). The read and
-        the write are one transaction holding the study's row (SQLite's write lock, PostgreSQL's
-        row lock), so of two drivers claiming at once exactly one wins.
+        Returns the study's driver afterwards: (host, pid) with its new lease generation when
+        claimed (one more than the last claim's: the fencing token to hand `fence`), else the live
+        driver (nothing is written then). The read and the write are one transaction holding the
+        study's row (SQLite's write lock, PostgreSQL's row lock), so of two drivers claiming at
+        once exactly one wins.
         """
         with self._writing(f"claim study {name!r}") as session:
             row = session.execute(
@@ -365,6 +406,7 @@ class Store:
                     _studies.c.driver_host,
                     _studies.c.driver_pid,
                     _studies.c.heartbeat_at,
+                    _studies.c.lease_generation,
                 )
                 .where(_studies.c.name == name)
                 .with_for_update()
@@ -372,15 +414,70 @@ class Store:
             if row is None:
                 raise StorageError(f"no study named {name!r} in {self.url}")
             if row.heartbeat_at is not None and (row.driver_host, row.driver_pid) != (host, pid):
-                current = DriverRecord(row.driver_host, row.driver_pid, row.heartbeat_at)
+                current = DriverRecord(
+                    row.driver_host, row.driver_pid, row.heartbeat_at, row.lease_generation
+                )
                 if alive(current):
                     return current
+            now, generation = _utcnow(), row.lease_generation + 1
             session.execute(
                 sa.update(_studies)
                 .where(_studies.c.id == row.id)
-                .values(driver_host=host, driver_pid=pid, heartbeat_at=_utcnow())
+                .values(
+                    driver_host=host, driver_pid=pid, heartbeat_at=now, lease_generation=generation
+                )
             )
-        return None
+        return DriverRecord(host, pid, now, generation)
+
+    def fence(self, study_id: int, generation: int) -> None:
+        """From now on every write of this store first checks, inside its own transaction, that
+        the study's lease generation is still `generation` (the fencing token `claim_driver` or
+        `create_study` gave): once another driver has claimed the study, each write (ours and, via
+        `fence_optuna`, Optuna's) raises `LeaseLost` and writes nothing, even the first write
+        of a driver that wakes from a pause long past its lease."""
+        self._fence = (study_id, generation)
+
+    def fence_optuna(self, storage: optuna.storages.RDBStorage) -> None:
+        """Fence Optuna's writes too: each transaction of `storage`'s engine checks the token
+        first (on SQLite it takes the write lock at BEGIN, so the check holds to COMMIT)."""
+        sqlite_db = storage.engine.dialect.name == "sqlite"
+
+        def check(connection: sa.Connection) -> None:
+            if sqlite_db:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            self._check_fence(connection)
+
+        sa.event.listen(storage.engine, "begin", check)
+
+    def _check_fence(self, connection: sa.Connection | Session) -> None:
+        """`LeaseLost` unless the fenced study still has our lease generation. The study's row is
+        locked (PostgreSQL) or the database is (SQLite's BEGIN IMMEDIATE) until this write ends,
+        so no claim can come between the check and the write."""
+        if self._fence is None:
+            return
+        study_id, generation = self._fence
+        current = connection.execute(
+            sa.select(
+                _studies.c.name,
+                _studies.c.lease_generation,
+                _studies.c.driver_host,
+                _studies.c.driver_pid,
+            )
+            .where(_studies.c.id == study_id)
+            .with_for_update()
+        ).first()
+        if current is None or current.lease_generation != generation:
+            self.fenced_out = True
+            by = ""
+            if current is not None and current.driver_pid is not None:
+                by = f" by host {current.driver_host}, pid {current.driver_pid}"
+            name = f"{current.name!r}" if current is not None else str(study_id)
+            raise LeaseLost(
+                f"this driver lost study {name}: it was taken over{by} (lease generation "
+                f"{generation} -> {'none' if current is None else current.lease_generation}) while "
+                "this process was paused or cut off; it stops without writing, and the study "
+                "goes on under its new driver"
+            )
 
     def beat(self, study_id: int, host: str, pid: int) -> bool:
         """Renew the driver's heartbeat; False if (host, pid) is no longer the study's driver."""
@@ -534,6 +631,24 @@ class Store:
             ).rowcount
             if updated == 0:
                 raise StorageError(f"could not finish trial {trial_id}: no trial with that id")
+
+    def note_failed_attempts(self, trial_id: int, errors: str) -> None:
+        """Keep the errors of a RUNNING trial's failed attempts (Ray retries it, --retries) in its
+        ``error``; `finish_trial` is given them again with how the trial ended."""
+        with self._writing(f"note the failed attempts of trial {trial_id}") as session:
+            session.execute(sa.update(_trials).where(_trials.c.id == trial_id).values(error=errors))
+
+    def mark_running_interrupted(self, study_id: int) -> list[int]:
+        """End the study's RUNNING trials as INTERRUPTED (the driver stops: `--resume` runs them
+        again, with every epoch they finished); return their ids."""
+        with self._writing(f"interrupt the running trials of study {study_id}") as session:
+            stopped = session.scalars(
+                sa.update(_trials)
+                .where(_trials.c.study_id == study_id, _trials.c.status == TrialStatus.RUNNING)
+                .values(status=TrialStatus.INTERRUPTED.value, finished_at=_utcnow())
+                .returning(_trials.c.id)
+            ).all()
+        return sorted(stopped)
 
     def mark_stale_running(self, study_id: int) -> list[int]:
         """Fail the study's trials still RUNNING (their driver died); return their ids."""
@@ -1018,6 +1133,7 @@ class Store:
         with Session(self._write_engine) as session:
             try:
                 session.begin()
+                self._check_fence(session)
                 yield session
                 session.flush()
             except DBAPIError as exc:
@@ -1070,6 +1186,10 @@ def _rollback(session: Session) -> None:
         pass
 
 
+class LeaseLost(StorageError):
+    """Another driver claimed the study (this one's lease went stale): nothing was written."""
+
+
 class CommitUncertain(StorageError):
     """The connection was lost during COMMIT: the write may or may not have landed."""
 
@@ -1086,7 +1206,9 @@ IDEMPOTENT = {
     "record_epoch",
     "record_epochs",
     "finish_trial",
+    "note_failed_attempts",
     "mark_stale_running",
+    "mark_running_interrupted",
     "settle_stale_optuna_trials",
 }
 

@@ -950,3 +950,76 @@ def test_a_lost_connection_is_told_apart_from_other_errors(postgres_admin_url):
         return "written"
 
     assert reconnecting(flaky) == "written" and len(calls) == 3
+
+
+# ---- fencing: a driver taken over writes nothing ------------------------------------------------
+
+
+def _always_gone(driver) -> bool:
+    return False
+
+
+def test_a_taken_over_driver_can_write_nothing_ours_or_optunas(store, storage_url):
+    from study.store import FIRST_GENERATION, LeaseLost
+
+    study = store.create_study(
+        "sweep", "data_fraction", "fashion_mnist", "smoke", "c", {}, PROVENANCE, driver=("a", 1)
+    )
+    store.fence(study.id, FIRST_GENERATION)
+    storage = optuna_storage(storage_url)
+    store.fence_optuna(storage)
+    optuna_study = optuna.create_study(study_name="sweep/a", storage=storage)
+    asked = optuna_study.ask()  # fenced writes pass while the lease is ours
+    running = _trial(store, study.id)
+    store.record_epoch(running, 1, {"val_acc": 0.5})
+    with Store(storage_url) as other:  # a --resume elsewhere, once our heartbeat went stale
+        claimed = other.claim_driver("sweep", "b", 2, _always_gone)
+        assert (claimed.host, claimed.pid, claimed.generation) == ("b", 2, FIRST_GENERATION + 1)
+        before = other.trials_frame("sweep")
+        writes = [
+            lambda: _trial(store, study.id),
+            lambda: store.record_epoch(running, 2, {"val_acc": 0.6}),
+            lambda: store.finish_trial(running, "PRUNED"),
+            lambda: store.mark_stale_running(study.id),
+            lambda: store.set_study_status("sweep", "FINISHED"),
+            lambda: store.beat(study.id, "a", 1),
+            lambda: store.release_driver(study.id, "a", 1),
+            lambda: optuna_study.ask(),
+            lambda: optuna_study.tell(asked, 0.5),
+        ]
+        for write in writes:
+            with pytest.raises(LeaseLost, match="this driver lost study 'sweep'.*host b, pid 2"):
+                write()
+        assert store.fenced_out
+        pd.testing.assert_frame_equal(other.trials_frame("sweep"), before)
+        assert other.count_metrics(study.id) == 1
+        assert other.get_study("sweep").status == "RUNNING"
+        states = [
+            t.state for t in optuna.load_study(study_name="sweep/a", storage=storage_url).trials
+        ]
+        assert states == [optuna.trial.TrialState.RUNNING]  # the ask before; nothing after
+        other.fence(study.id, claimed.generation)  # the new driver writes as before
+        other.finish_trial(running, "FAILED", error="stale")
+    storage.engine.dispose()
+
+
+def test_a_claim_waits_for_a_fenced_write_in_flight(store, storage_url):
+    """The check holds to COMMIT: a claim cannot land between a write's check and the write."""
+    from study.store import FIRST_GENERATION
+
+    study = store.create_study(
+        "sweep", "data_fraction", "fashion_mnist", "smoke", "c", {}, PROVENANCE, driver=("a", 1)
+    )
+    store.fence(study.id, FIRST_GENERATION)
+    claimed = []
+    with Store(storage_url) as other:
+        with store._writing("hold a write open") as session:  # checked, not yet committed
+            claim = threading.Thread(
+                target=lambda: claimed.append(other.claim_driver("sweep", "b", 2, _always_gone))
+            )
+            claim.start()
+            claim.join(1.0)
+            assert claim.is_alive() and not claimed  # waits for the write's row lock
+            session.execute(sa.text("SELECT 1"))
+        claim.join(30)
+        assert claimed and claimed[0].generation == FIRST_GENERATION + 1

@@ -46,4 +46,9 @@ class PrecisionError(BootstudyError, RuntimeError):
 
 
 class Interrupted(Exception):
-    """A run stopped by SIGINT/SIGTERM after recording its state: one line, exit code 130."""
+    """A run stopped by SIGINT/SIGTERM after recording its state: one line, exit code 128 + the
+    signal's number, as a shell reports it (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -64,6 +64,17 @@ def spinning_trainer(config, report, data=None, seconds_per_epoch=0.0):
     return curve_trainer(config, report, data, seconds_per_epoch)
 
 
+def flaky_trainer(config, report, data=None, seconds_per_epoch=0.0, marks=None):
+    """Faulty configs raise in epoch 1 of their first attempt only (a lost GPU, a full /tmp): a
+    retry (--retries) completes them. `marks` is where each config notes its first attempt."""
+    mark = Path(marks, f"attempted-{config.lr}-{config.weight_decay}")
+    if _faulty(config) and not mark.exists():
+        mark.touch()
+        report({"epoch": 1, "val_acc": 0.1, "train_loss": 2.3})
+        raise RuntimeError("a flaky trial: fails once")
+    return curve_trainer(config, report, data, seconds_per_epoch)
+
+
 def pid_recording(trainer, directory: str):
     """`trainer`, writing its worker's pid into `directory` first: tests look for survivors."""
 
@@ -80,6 +91,7 @@ TRAINERS = {
     "nan": nan_trainer,
     "hanging": hanging_trainer,
     "spinning": spinning_trainer,
+    "flaky": flaky_trainer,
 }
 
 
@@ -119,6 +131,8 @@ def main(argv=None) -> int:
         )
     )
     trainer = TRAINERS[args.trainer]
+    if args.trainer == "flaky":
+        trainer = functools.partial(trainer, marks=args.results)
     if args.pid_dir:
         trainer = pid_recording(trainer, args.pid_dir)
     train = functools.partial(trainer, seconds_per_epoch=args.seconds_per_epoch)
