@@ -25,7 +25,10 @@ def test_bootstudy_home_moves_every_default(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "h" / "data"
     from reports import default_out_path
 
-    assert default_out_path("a b") == tmp_path / "h" / "reports" / "a_b.html"
+    assert default_out_path("a_b") == tmp_path / "h" / "reports" / "a_b.html"
+    # a name that needs changing keeps its readable part and gains a short hash (no collisions)
+    unsafe = default_out_path("a b")
+    assert unsafe.parent == tmp_path / "h" / "reports" and unsafe.name.startswith("a_b-")
 
 
 def test_a_checkout_keeps_its_runs_in_itself_and_an_install_in_xdg(monkeypatch, tmp_path):
