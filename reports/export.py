@@ -26,10 +26,19 @@ FORMATS = ("csv", "parquet")
 
 def export_study(study: str, storage: str, fmt: str, directory: str | Path) -> list[Path]:
     """Write `study`'s trials and metrics as `fmt` files in `directory`; returns their paths."""
+    from reports import default_out_path
+    from study.outputs import check_output_path
     from study.store import Store
 
     if fmt not in FORMATS:
         raise ConfigError(f"--export must be one of {', '.join(FORMATS)}, got '{fmt}'")
+    directory = Path(directory)
+    stem = default_out_path(study).stem  # the study's name, safe as a file name
+    # never over the database or a file that is not an export of ours: refused before reading
+    paths = [
+        check_output_path(directory / f"{stem}-{part}.{fmt}", storage, (f".{fmt}",))
+        for part in ("trials", "metrics")
+    ]
     with Store.open_existing(storage) as store:
         store.get_study(study)  # an unknown study: one line naming the ones there are
         trials = store.trials_frame(study)
@@ -37,16 +46,9 @@ def export_study(study: str, storage: str, fmt: str, directory: str | Path) -> l
     trials = _flat_trials(trials)
     number = dict(zip(trials["id"], trials["number"], strict=True))
     metrics.insert(0, "trial_number", metrics["trial_id"].map(number))
-    directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    from reports import default_out_path
-
-    stem = default_out_path(study).stem  # the study's name, safe as a file name
-    paths = []
-    for frame, part in ((trials, "trials"), (metrics, "metrics")):
-        path = directory / f"{stem}-{part}.{fmt}"
+    for frame, path in zip((trials, metrics), paths, strict=True):
         _write(frame, path, fmt)
-        paths.append(path)
     return paths
 
 

@@ -170,3 +170,23 @@ def test_python_m_reports_works_from_a_folder_holding_a_reports_folder(tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert Path(done.stdout.strip()) == tmp_path / "reports" / "s.html"
     assert (tmp_path / "reports" / "s.html").stat().st_size > 10_000
+
+
+def test_the_export_never_overwrites_a_database_or_a_file_it_did_not_write(tmp_path):
+    db = tmp_path / "studies.db"
+    _study(f"sqlite:///{db}")
+    out = tmp_path / "out"
+    out.mkdir()
+    # a database that happens to carry an export's name, and a notes file under another's
+    (out / "s-trials.csv").write_bytes(db.read_bytes())
+    refused = _report("--study", "s", "--storage", f"sqlite:///{db}", "--export", "csv",
+                      "--out", str(out))  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "s-trials.csv" in refused.stderr
+    assert (out / "s-trials.csv").read_bytes()[:16] == SQLITE_HEADER  # untouched
+    assert not (out / "s-metrics.csv").exists()  # nothing written before the refusal
+    (out / "s-trials.csv").unlink()
+    done = _report("--study", "s", "--storage", f"sqlite:///{db}", "--export", "csv",
+                   "--out", str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (out / "s-trials.csv").read_text().startswith("id,") and _whole(db)
