@@ -25,7 +25,8 @@ def test_bootstudy_home_moves_every_default(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path / "h" / "data"
     from reports import default_out_path
 
-    assert default_out_path("a b") == tmp_path / "h" / "reports" / "a_b.html"
+    assert default_out_path("a_b") == tmp_path / "h" / "reports" / "a_b.html"
+    assert default_out_path("a b").parent == tmp_path / "h" / "reports"  # a_b-<hash>.html
 
 
 def test_a_checkout_keeps_its_runs_in_itself_and_an_install_in_xdg(monkeypatch, tmp_path):
