@@ -122,7 +122,8 @@ class StudyConfig:
             (self.gpus_per_trial >= 0, f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}"),
             (
                 self.trial_timeout is None or 0 < self.trial_timeout <= MAX_TRIAL_TIMEOUT,
-                f"--trial-timeout must be in (0, {MAX_TRIAL_TIMEOUT:g}] seconds, got "
+                "--trial-timeout must be a positive number of seconds, at most "
+                f"{MAX_TRIAL_TIMEOUT:,.0f} (30 days), got "
                 + (f"{self.trial_timeout:g}" if self.trial_timeout is not None else "none"),
             ),
         ]
@@ -272,7 +273,7 @@ class StudyConfig:
 
 def _within(option: str, value: int, low: int, high: int) -> tuple[bool, str]:
     """A check of the list in `StudyConfig.__post_init__`: `low <= value <= high`."""
-    return low <= value <= high, f"{option} must be in [{low}, {high:,}], got {value:,}"
+    return low <= value <= high, f"{option} must be >= {low} and <= {high:,}, got {value:,}"
 
 
 def asha_rungs(grace: int, reduction_factor: float, max_epochs: int) -> list[int]:

@@ -82,7 +82,16 @@ def run_study(
         raise
 
 
-def _run(config, store, command, resume, train_fn, out, started) -> StudySummary:
+def _run(
+    config: StudyConfig,
+    store: Store,
+    command: str,
+    resume: bool,
+    train_fn: Callable[..., dict[str, Any]] | None,
+    out: Any,
+    started: float,
+) -> StudySummary:
+    """`run_study` once its store is open: checks, the lease, Ray, the phases, the summary."""
     store.check_integrity()  # a damaged SQLite file: one line now, not Optuna's traceback later
     study = store.get_study(config.name) if resume else None
     if study is not None:

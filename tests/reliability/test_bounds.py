@@ -35,14 +35,14 @@ def _argv(where: Path, *more: str) -> list[str]:
 @pytest.mark.parametrize(
     "option, value, bound",
     [
-        ("--epochs", str(10**30), "--epochs must be in [1, 10,000]"),
-        ("--trials", str(10**9), "--trials must be in [1, 100,000]"),
-        ("--final-seeds", "5000", "--final-seeds must be in [0, 1,000]"),
-        ("--seed", str(2**40), "--seed must be in [0, 1,048,576]"),
-        ("--seed", "-1", "--seed must be in [0, 1,048,576]"),
-        ("--retries", "1000", "--retries must be in [0, 100]"),
-        ("--concurrency", str(10**7), "--concurrency must be in [0, 100,000]"),
-        ("--trial-timeout", "1e12", "--trial-timeout must be in (0, 2.592e+06] seconds"),
+        ("--epochs", str(10**30), "--epochs must be >= 1 and <= 10,000"),
+        ("--trials", str(10**9), "--trials must be >= 1 and <= 100,000"),
+        ("--final-seeds", "5000", "--final-seeds must be >= 0 and <= 1,000"),
+        ("--seed", str(2**40), "--seed must be >= 0 and <= 1,048,576"),
+        ("--seed", "-1", "--seed must be >= 0 and <= 1,048,576"),
+        ("--retries", "1000", "--retries must be >= 0 and <= 100"),
+        ("--concurrency", str(10**7), "--concurrency must be >= 0 and <= 100,000"),
+        ("--trial-timeout", "1e12", "--trial-timeout must be a positive number of seconds, at"),
     ],
 )
 def test_numbers_past_their_bounds_are_one_line_before_anything(tmp_path, option, value, bound):

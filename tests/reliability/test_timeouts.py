@@ -48,7 +48,8 @@ def test_a_bad_trial_timeout_is_one_line_and_exit_2(tmp_path):
     code, out, err = Driver(storage, tmp_path, "s", "--extra", "trial_timeout=0").wait()
     assert code == 2
     assert err.strip().splitlines() == [
-        "error: --trial-timeout must be a positive number of seconds, got 0"
+        "error: --trial-timeout must be a positive number of seconds, at most 2,592,000 (30 "
+        "days), got 0"
     ]
     assert not (tmp_path / "s.db").exists()
 
