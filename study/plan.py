@@ -10,7 +10,7 @@ from typing import Any
 
 from search_spaces import Arm, SearchSpace, get_space
 from search_spaces.designs import DESIGNS
-from trainers.config import MODEL_PRESETS, TrainConfig, strict_from_dict
+from trainers.config import MAX_EPOCHS, MODEL_PRESETS, TrainConfig, strict_from_dict
 from trainers.errors import ConfigError
 from trainers.home import default_storage, runs_dir
 from trainers.modes import MODES, used_fields
@@ -20,7 +20,7 @@ __all__ = ["StudyConfig", "resolve_preset", "asha_rungs"]
 STUDY_PRESETS = ("smoke", "cpu", "gpu")
 # Upper bounds of a study's numbers, checked before anything is created: each far above any real
 # study, far below what breaks something (--epochs 10**30 once started training, with ~100 rungs).
-MAX_EPOCHS = 10_000  # the paper trains 300 epochs; ASHA needs only a few rungs below this
+# MAX_EPOCHS is trainers.config's: one bound for studies and the trainer
 MAX_TRIALS_PER_ARM = 100_000  # TPE itself slows to seconds per ask past a few thousand
 MAX_FINAL_SEEDS = 1_000  # paired seeds for a CI: 30 already give a tight one
 MAX_RETRIES = 100  # a trial that raised 100 times will raise again

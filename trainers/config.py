@@ -27,8 +27,16 @@ from typing import Any, Literal, get_args, get_origin
 from trainers.errors import ConfigError
 from trainers.modes import MODES, check_fields
 
-__all__ = ["TrainConfig", "MODEL_PRESETS", "strict_from_dict", "config_hash", "field_choices"]
+__all__ = [
+    "MAX_EPOCHS",
+    "TrainConfig",
+    "MODEL_PRESETS",
+    "strict_from_dict",
+    "config_hash",
+    "field_choices",
+]
 
+MAX_EPOCHS = 10_000  # the paper trains 240-300 epochs; a typo such as 10**30 is refused at once
 InitScheme = Literal["trunc_normal", "mimetic", "impulse"]  # trainers.init_schemes.INIT_SCHEMES
 Pool = Literal["cls", "gap"]  # trainers.vit.POOLS
 PatchEmbed = Literal["linear", "sope"]
@@ -241,6 +249,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(f"epochs must be at most {MAX_EPOCHS:,}, got {self.epochs:,}")
         for name in ("lr", "kd_temp"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

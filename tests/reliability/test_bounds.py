@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 import run_study
 from trainers.cli import run_cli
@@ -75,3 +78,14 @@ def test_a_refused_run_leaves_no_database_behind(tmp_path, more, message):
     code, err = _run(_argv(tmp_path, *more))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["runs"])  # no s.db, -wal, -shm
+
+
+def test_the_trainer_refuses_absurd_epochs_in_one_line():
+    # before: `python -m trainers --epochs 10**30` started training
+    done = subprocess.run(
+        [sys.executable, "-m", "trainers", "--epochs", str(10**30)],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "epochs must be at most 10,000" in lines[0], done.stderr
