@@ -57,8 +57,8 @@ def build_report(study_name: str, storage_url: str, out_path: str | Path | None 
     """
     from reports.load import load_study  # here, not at import: `--help` needs no pandas/plotly
     from reports.page import build_page
-    from study.outputs import REPORT_SUFFIXES, check_output_path
     from study.store import Store
+    from trainers.outputs import REPORT_SUFFIXES, check_output_path
 
     out = Path(out_path) if out_path is not None else default_out_path(study_name)
     # before the study is read: a bad --out is one line, at once; never over the database

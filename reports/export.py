@@ -27,8 +27,8 @@ FORMATS = ("csv", "parquet")
 def export_study(study: str, storage: str, fmt: str, directory: str | Path) -> list[Path]:
     """Write `study`'s trials and metrics as `fmt` files in `directory`; returns their paths."""
     from reports import default_out_path
-    from study.outputs import check_output_path
     from study.store import Store
+    from trainers.outputs import check_output_path
 
     if fmt not in FORMATS:
         raise ConfigError(f"--export must be one of {', '.join(FORMATS)}, got '{fmt}'")

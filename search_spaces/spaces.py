@@ -99,7 +99,7 @@ def budgets(
 
 
 # Measured (docs/findings.md, released defaults): at the tiny preset and CPU budgets the feature
-# hint slows the ViT, and shared mode trails vit; the paper's direction needs vit_s (the gpu preset).
+# hint slows the ViT and shared mode trails vit; the paper's direction needs vit_s (gpu preset).
 TINY_CAVEAT = (
     "at this budget (tiny model, 6 epochs) this preset does not reproduce the paper's direction: "
     "measured at 2% data over 6 epochs, shared - vit = -6.1 points (95% CI [-7.9, -4.2], 3 "

@@ -617,8 +617,9 @@ def _default_train(cfg, report, data=None):
 def _train_and_save(cfg, report, data, where: Path) -> dict[str, Any]:
     """Train, then keep the best-validation weights; the result names where they are."""
     from trainers.training import train
-    from trainers.weights import BestWeights, save_weights
+    from trainers.weights import BestWeights, check_weights_dir, save_weights
 
+    check_weights_dir(where)  # refused before the training it would throw away
     best = BestWeights()
     result = train(cfg, report, data=data, checkpoint=best)
     saved = save_weights(where, cfg, best, data)

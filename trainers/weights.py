@@ -35,10 +35,32 @@ from torch import nn
 from trainers.config import TrainConfig
 from trainers.datasets import ImageData
 from trainers.errors import ConfigError
+from trainers.outputs import check_output_path
 
-__all__ = ["BestWeights", "save_weights", "load_weights", "measure_test_accuracy", "CONFIG_FILE"]
+__all__ = [
+    "BestWeights",
+    "CONFIG_FILE",
+    "check_weights_dir",
+    "load_weights",
+    "measure_test_accuracy",
+    "save_weights",
+]
 
 CONFIG_FILE = "config.json"
+NETWORK_FILES = ("vit.pt", "agent.pt")  # every network a built-in mode has
+
+
+def check_weights_dir(directory: str | Path, storage_url: str | None = None) -> Path:
+    """`directory` if weights may be written there (before training: a refusal costs nothing yet):
+    none of its files may be the study database or a file that is not weights of ours
+    (`trainers.outputs.check_output_path`, one line, exit 2)."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"weights go to a directory; '{directory}' is a file")
+    for name in NETWORK_FILES:
+        check_output_path(directory / name, storage_url, (".pt",))
+    check_output_path(directory / CONFIG_FILE, storage_url, (".json",))
+    return directory
 
 
 class BestWeights:
@@ -75,7 +97,7 @@ def save_weights(
     epoch's), so config.json states what loading them gives. Files appear whole or not at all."""
     if best.models is None:
         raise ConfigError("no epoch finished: there are no weights to save")
-    directory = Path(directory)
+    directory = check_weights_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = data if data is not None else _load(config)
     shape = _shape(config, data)

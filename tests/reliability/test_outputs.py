@@ -21,8 +21,8 @@ from conftest import REPO
 
 from reports import default_out_path
 from reports.synthetic import write_study
-from study.outputs import REPORT_SUFFIXES, OutputRefused, check_output_path
 from study.store import Store
+from trainers.outputs import REPORT_SUFFIXES, OutputRefused, check_output_path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -190,3 +190,25 @@ def test_the_export_never_overwrites_a_database_or_a_file_it_did_not_write(tmp_p
                    "--out", str(out))  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (out / "s-trials.csv").read_text().startswith("id,") and _whole(db)
+
+
+def test_saved_weights_never_overwrite_a_database_or_a_file_they_did_not_write(tmp_path):
+    db = tmp_path / "studies.db"
+    _study(f"sqlite:///{db}")
+    out = tmp_path / "weights"
+    out.mkdir()
+    (out / "vit.pt").write_bytes(db.read_bytes())  # a database under a weights file's name
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "trainers", "--epochs", "1", "--data-fraction", "0.01", "--save",
+         str(out)], capture_output=True, text=True, timeout=300, cwd=REPO, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "vit.pt" in done.stderr, done.stderr
+    assert (out / "vit.pt").read_bytes()[:16] == SQLITE_HEADER  # refused before training
+    (out / "vit.pt").unlink()
+    (out / "config.json").symlink_to(db)  # the study database itself, through a link
+    from trainers.weights import check_weights_dir
+
+    with pytest.raises(OutputRefused, match="study database"):
+        check_weights_dir(out, f"sqlite:///{db}")

@@ -17,7 +17,7 @@ HTML. It refuses:
 A new file with any name is fine (``--out report`` writes ``report``), and so is overwriting a
 file of ours (an earlier report with the same name).
 
-    from study.outputs import check_output_path
+    from trainers.outputs import check_output_path
     out = check_output_path(args.out, args.storage, (".csv",))  # before the study is read
 """
 
