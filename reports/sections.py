@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from reports import designed, figures, stats, tables
+from reports import designed, figures, stats, tables, wording
 from reports.load import LoadedStudy
 from reports.main_views import MAIN_VIEWS, compact, duration, percent, source_label, summary_frame
 from study.status import HAS_RESULT, TRAINED, Phase, TrialStatus
@@ -241,22 +241,10 @@ def _importance_note(used: list[int]) -> str:
 # --- 5. results against the baseline, also as Markdown and LaTeX beside the page ----------------
 def results(s: LoadedStudy) -> Section:
     rows = tables.result_rows(s.summaries, s.sources, s.comparisons)
-    cmp = [c for c in s.comparisons if c.p_holm is not None]
     if not s.comparisons:
         caption = "No arm has a baseline to compare with (none named by the space, or none run)"
-    elif not cmp:
-        caption = (
-            f"{len(s.comparisons)} comparisons with the baseline, none testable "
-            "(every test needs n ≥ 2 on both sides)"
-        )
     else:
-        sig = sum(c.p_holm < 0.05 for c in cmp)
-        big = max(s.comparisons, key=lambda c: c.diff)
-        caption = (
-            f"{sig} of {len(cmp)} tested comparisons differ from their baseline at p < 0.05 after "
-            f"Holm; largest gain: {big.arm} over {big.baseline}, {big.diff * 100:+.1f} points"
-            + (f" (p = {tables.format_p(big.p)})" if big.p is not None else "")
-        )
+        caption = wording.comparison_summary(s.comparisons)
     single = [a for a, sm in s.summaries.items() if sm.n < 2]
     if single:
         caption += f"; {len(single)} arm(s) with n=1 have no interval"
@@ -280,7 +268,7 @@ def effects(s: LoadedStudy) -> Section | None:
     """None (no section) when the study has no shared/vit contrast and no factor with 2 values."""
     label = source_label(set(s.sources.values()))
     y = "test accuracy (%)" if label.startswith("test accuracy of") else "accuracy (%)"
-    built = designed.effects_section(s.results, s.arms, y)
+    built = designed.effects_section(s.results, s.arms, y, s.design)
     if built is None:
         return None
     caption, parts, md = built
