@@ -135,14 +135,14 @@ def _diff_table(diffs: pd.DataFrame, others: list[str]) -> tuple[list[str], list
     rows = []
     for _, d in diffs.iterrows():
         ci = (
-            f"[{d['lo'] * 100:+.1f}, {d['hi'] * 100:+.1f}]"
+            f"[{d['lo'] * 100:+.2f}, {d['hi'] * 100:+.2f}]"
             if not math.isnan(d["lo"])
             else "no interval"
         )
         rows.append(
             [
-                *(str(d[k]) for k in others), f"{d['treatment_mean'] * 100:.1f}",
-                f"{d['control_mean'] * 100:.1f}", f"{d['diff'] * 100:+.1f}", ci, str(int(d["n"])),
+                *(str(d[k]) for k in others), f"{d['treatment_mean'] * 100:.2f}",
+                f"{d['control_mean'] * 100:.2f}", f"{d['diff'] * 100:+.2f}", ci, str(int(d["n"])),
                 d["note"] or "–",
             ]
         )  # fmt: skip

@@ -5,7 +5,8 @@ sentence that compares two things takes its words from that verdict ("beats" onl
 interval is above zero, "trails" only when it is below, "no claim either way" when it spans
 zero, "no interval" with one replicate). "gain" is said of positive differences only and "loss"
 of negative ones. Numbers are in percentage points with one decimal, as in the tables beside the
-captions, so a sentence and its table row show the same digits.
+captions (the paired-differences table shows two), so a sentence and its table row show the
+same digits; a difference that shows as 0.0 is neither a gain nor a loss.
 
 >>> contrast("shared", "vit", -0.047, -0.081, -0.013, 3)
 'shared trails vit by 4.7 points, 95% CI [-8.1, -1.3], n=3'
@@ -25,6 +26,8 @@ __all__ = [
     "Verdict",
     "DESIGNS",
     "verdict",
+    "shown",
+    "points",
     "signed_points",
     "ci_text",
     "contrast",
@@ -69,6 +72,12 @@ def verdict(lo: float | None, hi: float | None) -> Verdict:
     if hi < 0:
         return Verdict.BELOW
     return Verdict.SPANS
+
+
+def shown(x: float) -> float:
+    """x as a sentence shows it, in points to one decimal: a gain or loss that shows as 0.0 is
+    neither (a float's last bit is not a gain)."""
+    return round(x * 100, 1) + 0.0  # + 0.0: -0.0 becomes 0.0
 
 
 def points(x: float) -> str:
@@ -129,10 +138,10 @@ def extremes(diffs: Sequence[tuple[float, str]]) -> str:
     Point differences, not claims: the counts say which intervals exclude zero."""
     parts = []
     top = max(diffs, key=lambda d: d[0], default=None)
-    if top is not None and top[0] > 0:
+    if top is not None and shown(top[0]) > 0:
         parts.append(f"largest gain {signed_points(top[0])} at {top[1]}")
     bottom = min(diffs, key=lambda d: d[0], default=None)
-    if bottom is not None and bottom[0] < 0:
+    if bottom is not None and shown(bottom[0]) < 0:
         parts.append(f"largest loss {signed_points(bottom[0])} at {bottom[1]}")
     return "; ".join(parts)
 
@@ -158,7 +167,7 @@ def comparison_summary(comparisons: Sequence) -> str:
     tested = [c for c in comparisons if c.p_holm is not None]
     if tested:
         sig = [c for c in tested if c.p_holm < 0.05]
-        up = sum(c.diff > 0 for c in sig)
+        up = sum(shown(c.diff) > 0 for c in sig)
         text = (
             f"{len(sig)} of {len(tested)} tested comparisons differ from their baseline at "
             f"p < 0.05 after Holm ({up} above, {len(sig) - up} below)"
@@ -170,14 +179,14 @@ def comparison_summary(comparisons: Sequence) -> str:
         )
     top = max(comparisons, key=lambda c: c.diff)
     bottom = min(comparisons, key=lambda c: c.diff)
-    if top.diff > 0:
+    if shown(top.diff) > 0:
         text += (
             f"; largest gain: {top.arm} over {top.baseline}, {signed_points(top.diff)} "
             f"({_tested(top.p, top.p_holm)})"
         )
     else:
         text += "; no arm is above its baseline"
-    if bottom.diff < 0:
+    if shown(bottom.diff) < 0:
         text += (
             f"; largest loss: {bottom.arm} under {bottom.baseline}, "
             f"{signed_points(bottom.diff)} ({_tested(bottom.p, bottom.p_holm)})"
