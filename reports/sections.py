@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 MAX_IMPORTANCE_TRIALS = 500  # PED-ANOVA per arm on at most this many completed trials
+MIN_IMPORTANCE_TRIALS = 20  # and on at least this many: from fewer, its ranking is noise
 esc = html.escape
 
 
@@ -189,17 +190,25 @@ def search_diagnostics(s: LoadedStudy) -> Section:
     search = search[search["best_val_acc"].notna()]
     if search.empty:
         return Section("search", "4. Search diagnostics", "No completed search trial yet.")
-    importances, skipped, used = stats.param_importances(s.optuna_trials, MAX_IMPORTANCE_TRIALS)
+    importances, skipped, used = stats.param_importances(
+        s.optuna_trials, MAX_IMPORTANCE_TRIALS, min_trials=MIN_IMPORTANCE_TRIALS
+    )
     prefix = f"{s.record.name}/"
     importances = {k.removeprefix(prefix): v for k, v in importances.items()}
     importances = {a: importances[a] for a in s.arms if a in importances}  # the page's arm order
     skipped = {k.removeprefix(prefix): v for k, v in skipped.items()}
+    used = {k.removeprefix(prefix): v for k, v in used.items()}
     parts = []
     if importances:
         top = pd.Series([max(v, key=v.get) for v in importances.values()]).value_counts()
         parts.append(
             f"most important parameter: {top.index[0]} in {top.iloc[0]} of {len(importances)} arms "
-            "(PED-ANOVA" + _importance_note(list(used.values())) + ")"
+            "(PED-ANOVA" + _importance_note([used[a] for a in importances]) + ")"
+        )
+    if skipped:
+        parts.append(
+            f"no parameter importance for {len(skipped)} of {len(s.arms)} arm(s) (PED-ANOVA "
+            f"needs {MIN_IMPORTANCE_TRIALS} completed trials and two searched parameters)"
         )
     firsts = []
     for _, g in search.groupby("arm", sort=False):
@@ -213,7 +222,7 @@ def search_diagnostics(s: LoadedStudy) -> Section:
     caption = caption[0].upper() + caption[1:] + "."
     body: list[str | go.Figure] = [figures.best_so_far(search, s.colors)]
     if importances:
-        body.append(figures.importance_heatmap(importances))
+        body.append(figures.importance_heatmap(importances, used))
     notes = [f"{a}: {why}" for a, why in skipped.items()]
     if not len(s.optuna_trials):
         notes.append("no Optuna studies found for this study's arms")
@@ -225,17 +234,17 @@ def search_diagnostics(s: LoadedStudy) -> Section:
         mean_imp = pd.DataFrame(importances.values()).mean().sort_values(ascending=False)
         ranked = [p for p in mean_imp.index if p in s.param_kinds] or list(s.param_kinds)
         top_params = {p: s.param_kinds[p] for p in ranked[:3]}
-        body.append(figures.slices(complete, top_params, s.colors))
+        title = "Slices of the most important parameters" if importances else "Slices"
+        body.append(figures.slices(complete, top_params, s.colors, title=title))
     return Section("search", "4. Search diagnostics", caption, tuple(body))
 
 
 def _importance_note(used: list[int]) -> str:
-    notes = []
-    if max(used) >= MAX_IMPORTANCE_TRIALS:
-        notes.append(f"on a random {MAX_IMPORTANCE_TRIALS} completed trials of larger arms")
-    if min(used) < 20:
-        notes.append("rough where an arm has fewer than 20 completed trials")
-    return "".join(", " + n for n in notes)
+    low, high = min(used), max(used)
+    text = f" from {low}" + (f"–{high}" if high != low else "") + " completed trials per arm"
+    if high >= MAX_IMPORTANCE_TRIALS:
+        text += f", a random {MAX_IMPORTANCE_TRIALS} of larger arms"
+    return ", " + text.strip()
 
 
 # --- 5. results against the baseline, also as Markdown and LaTeX beside the page ----------------
@@ -315,7 +324,7 @@ def _ssl_cost(t: pd.DataFrame) -> str:
     per_arm = t.groupby("arm", sort=False)[["ssl_seconds", "trial_seconds"]].sum()
     per_arm = per_arm[per_arm["ssl_seconds"] > 0]
     shares = ", ".join(
-        f"{arm} {row.ssl_seconds / 3600:.2f} h "
+        f"{arm} {duration(row.ssl_seconds)} "
         f"({row.ssl_seconds / max(row.trial_seconds, 1e-9):.0%} of its trial time)"
         for arm, row in per_arm.iterrows()
     )
@@ -325,7 +334,7 @@ def _ssl_cost(t: pd.DataFrame) -> str:
 # --- 7. provenance --------------------------------------------------------------------------------
 def provenance(s: LoadedStudy) -> Section:
     rec = s.record
-    hw = rec.hardware if isinstance(rec.hardware, dict) else {"hardware": rec.hardware}
+    hw = human_units(rec.hardware if isinstance(rec.hardware, dict) else {"hardware": rec.hardware})
     hw_text = ", ".join(f"{k}={v}" for k, v in hw.items()) or "not recorded"
     caption = (
         f"Code {rec.code_version}; {len(rec.package_versions)} package versions recorded; "
@@ -342,6 +351,33 @@ def provenance(s: LoadedStudy) -> Section:
         ["package", "version"], sorted([k, v] for k, v in rec.package_versions.items())
     )
     return Section("provenance", "7. Provenance", caption, (_kv_table(pairs) + packages,))
+
+
+def human_units(values: dict) -> dict:
+    """Hardware as a reader reads it: `*_bytes` fields in GiB under their name without the
+    suffix (ram 23.5 GiB, not ram_bytes 25276182528), GPUs one short phrase each."""
+    out: dict = {}
+    for key, value in values.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key.endswith("_bytes") and number:
+            out[key.removesuffix("_bytes")] = gib(value)
+        elif key == "gpus" and isinstance(value, list):
+            out[key] = "; ".join(_gpu(g) for g in value) or "none"
+        else:
+            out[key] = value
+    return out
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def _gpu(gpu) -> str:
+    if not isinstance(gpu, dict):
+        return str(gpu)
+    extra = [gib(gpu["memory_bytes"])] if isinstance(gpu.get("memory_bytes"), int | float) else []
+    extra += [f"compute capability {gpu['capability']}"] if gpu.get("capability") else []
+    return f"{gpu.get('name', 'GPU')} ({', '.join(extra)})" if extra else str(gpu.get("name"))
 
 
 # The page, in order.
