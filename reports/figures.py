@@ -235,26 +235,42 @@ def param_effects(search: pd.DataFrame, params: dict[str, str], colors: dict[str
     return fig
 
 
+def _sideways(labels: Sequence[str]) -> bool:
+    """Bars lie down (labels on the y axis) when their labels are too long to sit under them:
+    tilted labels of designed arms ran off the figure at a laptop's width."""
+    return max((len(str(x)) for x in labels), default=0) > 14
+
+
 def best_per_arm(summary: pd.DataFrame, colors: dict[str, str], y_label: str) -> go.Figure:
     """Bars of each arm's result from zero, with the 95% interval as its (asymmetric) error bar
     where n >= 2. summary: arm, mean, lo, hi, n."""
-    fig = _figure("Result per arm", height=420)
+    sideways = _sideways(summary["arm"])
+    height = 120 + 34 * len(summary) if sideways else 420
+    fig = _figure("Result per arm", height=max(height, 260))
     has = summary["hi"].notna()
     up = np.where(has, summary["hi"] - summary["mean"], 0.0)
     down = np.where(has, summary["mean"] - summary["lo"], 0.0)
+    arms, values = [esc(a) for a in summary["arm"]], _pct(summary["mean"])
+    error = dict(type="data", symmetric=False, array=_pct(up), arrayminus=_pct(down), visible=True)
     fig.add_trace(
         go.Bar(
-            x=[esc(a) for a in summary["arm"]], y=_pct(summary["mean"]),
+            x=values if sideways else arms, y=arms if sideways else values,
+            orientation="h" if sideways else "v",
             marker_color=[colors[a] for a in summary["arm"]],
-            error_y=dict(type="data", symmetric=False, array=_pct(up), arrayminus=_pct(down),
-                         visible=True),
+            **({"error_x": error} if sideways else {"error_y": error}),
             customdata=np.c_[_pct(summary["lo"]), _pct(summary["hi"])],
-            text=[f"n={n}" for n in summary["n"]], textposition="inside", showlegend=False,
-            hovertemplate="%{x}: %{y:.1f}%, 95% CI [%{customdata[0]:.1f}, %{customdata[1]:.1f}]"
-            " (%{text})<extra></extra>",
+            text=[f"n={n}" for n in summary["n"]], textposition="inside",
+            insidetextanchor="start", showlegend=False,  # n at the foot: clear of the error bar
+            hovertemplate=("%{y}: %{x:.1f}%" if sideways else "%{x}: %{y:.1f}%")
+            + ", 95% CI [%{customdata[0]:.1f}, %{customdata[1]:.1f}] (%{text})<extra></extra>",
         )
     )  # fmt: skip
-    fig.update_yaxes(title=y_label, range=[0, 100])  # a bar's length is its value: from zero
+    value_axis = dict(title=y_label, range=[0, 100])  # a bar's length is its value: from zero
+    if sideways:
+        fig.update_xaxes(**value_axis)
+        fig.update_yaxes(autorange="reversed")  # the first arm on top, as in the tables
+    else:
+        fig.update_yaxes(**value_axis)
     return fig
 
 
@@ -424,17 +440,27 @@ def cost_bars(trials: pd.DataFrame) -> go.Figure:
     seconds = trials.pivot_table(index="arm", columns="status", values="trial_seconds",
                                  aggfunc="sum", sort=False).fillna(0)  # fmt: skip
     unit, scale = time_unit(float(seconds.sum(axis=1).max()) if len(seconds) else 0.0)
-    fig = _figure(f"Trial time per arm and status ({unit})", height=420, barmode="stack")
+    sideways = _sideways(seconds.index)
+    height = max(260, 120 + 34 * len(seconds)) if sideways else 420
+    fig = _figure(f"Trial time per arm and status ({unit})", height=height, barmode="stack")
     order = [s for s in STATUS_COLORS if s in seconds.columns] + [
         s for s in seconds.columns if s not in STATUS_COLORS
     ]
+    arms = [esc(a) for a in seconds.index]
     for status in order:
+        values = _f32(seconds[status] / scale)
         fig.add_trace(
-            go.Bar(x=[esc(a) for a in seconds.index], y=_f32(seconds[status] / scale),
-                   name=esc(status), marker_color=STATUS_COLORS.get(status, "#777"),
-                   hovertemplate="%{x}: %{y:.3g} " + unit + "<extra>" + esc(status) + "</extra>")
+            go.Bar(x=values if sideways else arms, y=arms if sideways else values,
+                   orientation="h" if sideways else "v", name=esc(status),
+                   marker_color=STATUS_COLORS.get(status, "#777"),
+                   hovertemplate=("%{y}: %{x:.3g} " if sideways else "%{x}: %{y:.3g} ") + unit
+                   + "<extra>" + esc(status) + "</extra>")
         )  # fmt: skip
-    fig.update_yaxes(title=f"trial time ({unit})", rangemode="tozero")
+    if sideways:
+        fig.update_xaxes(title=f"trial time ({unit})", rangemode="tozero")
+        fig.update_yaxes(autorange="reversed")
+    else:
+        fig.update_yaxes(title=f"trial time ({unit})", rangemode="tozero")
     return fig
 
 
