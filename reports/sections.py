@@ -120,12 +120,15 @@ def summary(s: LoadedStudy) -> Section:
                                         by_status.to_numpy().tolist(), strict=True)]
     )  # fmt: skip
     best_rows = []
+    number_of = dict(zip(t["id"], t["number"], strict=True))
     for arm, g in s.results.groupby("arm", sort=False):
         src = tables.SOURCE_LABEL[g["source"].iloc[0]]
         params = compact(g["params"].iloc[0])
-        best_rows.append([arm, params, f"{g['value'].mean() * 100:.1f}", src, len(g)])
-    best_table = tables.html_table(["arm", "configuration", "accuracy (%)", "source", "n"],
-                                   best_rows)  # fmt: skip
+        numbers = ", ".join(str(number_of[i]) for i in g["trial_id"] if i in number_of)
+        best_rows.append([arm, params, f"{g['value'].mean() * 100:.1f}", src, len(g), numbers])
+    best_table = tables.html_table(
+        ["arm", "configuration", "accuracy (%)", "source", "n", "trials"], best_rows
+    )  # trials: the study's trial numbers, as the terminal printed them
     failed = t[t["status"] == TrialStatus.FAILED]
     errors = ""
     if len(failed):

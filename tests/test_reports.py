@@ -312,3 +312,32 @@ def test_arms_are_shown_in_the_order_their_space_lists_them(tmp_path):
     methods = [factors["method"] for factors in loaded.arms.values()]
     declared = list(get_space("methods").arms["method"])
     assert methods == [m for m in declared if m in methods] and methods[:2] == ["vit", "shared"]
+
+
+def test_the_report_names_trials_by_the_studys_trial_number(hand_report):
+    """The summary's best-configuration table lists the numbers of the trials behind each arm's
+    result, and hovering a learning curve names its trial by the same number (issue #17)."""
+    import json
+
+    from reports.load import load_study
+    from reports.sections import learning_curves, summary
+    from study.store import Store
+
+    url, _ = hand_report
+    with Store.open_existing(url) as store:
+        study = load_study(store, "hand" + XSS)
+    t = study.trials
+    final = t[t["phase"] == "final"]
+    body = summary(study).parts[0]
+    for arm, g in final.groupby("arm"):
+        numbers = ", ".join(str(n) for n in sorted(g["number"]))
+        assert f"<td>{html.escape(arm)}</td>" in body and f"<td>3</td><td>{numbers}</td>" in body
+    figure = learning_curves(study).parts[0]
+    shown = set()
+    for trace in json.loads(figure.to_json())["data"]:
+        assert trace["hovertemplate"].startswith("trial %{customdata}, epoch %{x}")
+        custom = trace["customdata"]
+        if isinstance(custom, dict):  # plotly's base64 encoding of typed arrays
+            custom = np.frombuffer(__import__("base64").b64decode(custom["bdata"]), custom["dtype"])
+        shown |= {int(x) for x in custom}
+    assert shown == set(t["number"].astype(int))
