@@ -106,7 +106,8 @@ def _table(part: str, cls: str) -> list[dict[str, str]]:
         return []
     header = [html.unescape(h) for h in re.findall(r"<th>(.*?)</th>", m.group(1))]
     return [
-        dict(zip(header, (html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)),
+        dict(zip(header, (html.unescape(c.replace("<wbr>", ""))
+                          for c in re.findall(r"<td>(.*?)</td>", row)),
                  strict=True))
         for row in re.findall(r"<tr>(.*?)</tr>", m.group(2))
     ]  # fmt: skip
