@@ -456,6 +456,13 @@ def write_report(config: StudyConfig, out=sys.stdout) -> Path:
             f"the report could not be built ({type(err).__name__}: {first}); {safe}"
         ) from None
     print(f"report:    {path}", file=out)
+    try:  # optuna-dashboard shows each arm's study with a pointer to this file
+        from study.arm_search import link_report
+        from study.engine import optuna_storage
+
+        link_report(config, optuna_storage(config.storage), str(path))
+    except Exception as err:
+        print(f"warning: the Optuna studies could not be linked to the report: {err}", file=out)
     return path
 
 

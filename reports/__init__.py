@@ -11,7 +11,8 @@ baseline (n, mean ± std, 95% CI, p, Holm), cost, provenance.
 
 Lives here: `load_study` (load.py: one study through the store's query API), the section builders
 in page order (sections.py), the main views a space can choose (main_views.py), the statistics
-(stats.py), figures and tables, the page assembly (page.py), synthetic studies (synthetic.py) and
+(stats.py), the captions' sentences (wording.py: their verbs follow the numbers), figures and
+tables, the page assembly (page.py), synthetic studies (synthetic.py) and
 `python -m reports`.
 
 May import: `study` (the store, the statuses, the plan), `search_spaces`, `trainers` (errors, cli).

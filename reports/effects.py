@@ -90,12 +90,15 @@ def _by_seed(results: pd.DataFrame, arm: str) -> dict[int, float]:
     return rows.groupby("seed")["value"].mean().to_dict()
 
 
-def main_effects(results: pd.DataFrame, arms: dict[str, dict]) -> pd.DataFrame:
-    """Marginal means: for every factor with two or more values, the mean result of every arm at
-    each value (averaged over the other factors), its 95% interval over those replicates, and n.
+def main_effects(results: pd.DataFrame, arms: dict[str, dict], ofat: bool = False) -> pd.DataFrame:
+    """Marginal means: for every factor with two or more values, the mean result of the arms at
+    each value, its 95% interval over those replicates, and n.
 
-    Columns factor, value, mean, lo, hi, n. In an OFAT design a value's arms are the base and the
-    one arm that varies it, so read its main effects as one-factor contrasts against the base.
+    Columns factor, value, mean, lo, hi, n. By default a value's mean averages over every arm that
+    has it (the other factors' levels included: a factorial's marginal mean). With `ofat=True`
+    (a one-factor-at-a-time design) a value's arms are those with every *other* factor at the base
+    cell's value, so each level is the base cell or the one arm that varies this factor; the base
+    value of each factor is the one most arms share.
     """
     factors: dict[str, list] = {}
     for f in arms.values():
@@ -103,12 +106,21 @@ def main_effects(results: pd.DataFrame, arms: dict[str, dict]) -> pd.DataFrame:
             factors.setdefault(k, [])
             if v not in factors[k]:
                 factors[k].append(v)
+    base = {
+        k: max(values, key=lambda v, k=k: sum(f.get(k) == v for f in arms.values()))
+        for k, values in factors.items()
+    }
     rows = []
     for name, values in factors.items():
         if len(values) < 2:
             continue
         for value in values:
-            members = [a for a, f in arms.items() if f.get(name) == value]
+            members = [
+                a
+                for a, f in arms.items()
+                if f.get(name) == value
+                and (not ofat or all(f.get(k) == base[k] for k in factors if k != name))
+            ]
             x = results.loc[results["arm"].isin(members), "value"].to_numpy(float)
             if x.size == 0:
                 continue

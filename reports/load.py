@@ -50,6 +50,7 @@ class LoadedStudy:
     comparisons: list[stats.Comparison]  # against the baselines the plan stored
     max_epochs: int
     param_kinds: dict[str, str]  # searched parameter -> "log" | "linear" | "categorical"
+    design: str  # what the study ran: "searched" | "ofat" | "factorial" | "cells" (wording)
 
     @property
     def rungs(self) -> list[int]:
@@ -96,7 +97,17 @@ def load_study(store: Store, name: str) -> LoadedStudy:
         comparisons=stats.compare_arms(results, record.baselines),
         max_epochs=int(epochs),
         param_kinds=_param_kinds(trials, optuna_trials),
+        design=_design(record, trials),
     )
+
+
+def _design(record: StudyRecord, trials: pd.DataFrame) -> str:
+    from reports.designed import study_design
+    from search_spaces import SPACES
+
+    space = SPACES.get(record.space)
+    searched = bool((trials["phase"] == Phase.SEARCH).any())
+    return study_design(record.config, searched, space is not None and space.cells is not None)
 
 
 def _param_kinds(trials: pd.DataFrame, optuna_trials: pd.DataFrame) -> dict[str, str]:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pandas as pd
 import plotly.graph_objects as go
 
-from reports import figures
+from reports import effects, figures, wording
 from reports.load import LoadedStudy
 from study.status import Phase, TrialStatus
 from trainers.registry import Registry
@@ -110,29 +110,29 @@ def fraction_curve(s: LoadedStudy, df: pd.DataFrame):
     label = source_label(set(s.sources.values()))
     y = "test accuracy (%)" if label.startswith("test accuracy of") else "accuracy (%)"
     figure = figures.accuracy_vs_fraction(df, y)
-    return "2. Accuracy vs data fraction", _fraction_caption(df, label), (figure,)
+    return "2. Accuracy vs data fraction", _fraction_caption(s, label), (figure,)
 
 
-def _fraction_caption(df: pd.DataFrame, label: str) -> str:
-    """ "shared beats vit by 6.1 points at 10% data": the largest gap of any mode over vit."""
+def _fraction_caption(s: LoadedStudy, label: str) -> str:
+    """ "At 10% data, shared beats vit by 6.1 points, 95% CI [...], n=3": the largest paired gap
+    of any mode over vit, its verb following its interval (`reports.wording`)."""
     gaps = []
-    for fraction, g in df.groupby("fraction"):
-        vit = g[g["mode"] == "vit"]
-        others = g[g["mode"] != "vit"]
-        if len(vit) and len(others):
-            top = others.loc[others["mean"].idxmax()]
-            gaps.append((float(top["mean"] - vit["mean"].iloc[0]), fraction, top["mode"]))
+    modes = dict.fromkeys(f.get("mode") for f in s.arms.values())
+    for mode in modes:
+        if mode in (None, "vit"):
+            continue
+        diffs = effects.paired_differences(s.results, s.arms, "mode", mode, "vit")
+        for _, d in diffs.iterrows():
+            if "data_fraction" in d:
+                gaps.append((float(d["diff"]), float(d["data_fraction"]), mode, d))
     if not gaps:
-        return f"No fraction has both vit and another mode yet; {label}."
-    gap, fraction, mode = max(gaps)
-    where = f"at {100 * float(fraction):g}% data"
-    if gap >= 0:
-        text = f"{mode} beats vit by {gap * 100:.1f} points {where}"
-    else:
-        text = (
-            f"vit beats every other mode {where}; the closest, {mode}, is "
-            f"{-gap * 100:.1f} points behind"
-        )
-    if len(gaps) > 1:
-        text += f" (the largest gap of {len(gaps)} fractions)"
+        return f"No fraction has both vit and another mode with the same seeds yet; {label}."
+    gap, fraction, mode, d = max(gaps, key=lambda g: g[0])
+    claim = wording.contrast(mode, "vit", gap, d["lo"], d["hi"], int(d["n"]))
+    text = f"At {100 * fraction:g}% data, {claim}"
+    if gap <= 0:
+        text = f"No mode is above vit at any fraction; the closest: {text[0].lower()}{text[1:]}"
+    fractions = len({g[1] for g in gaps})
+    if fractions > 1:
+        text += f" (the largest gap of {fractions} fractions)"
     return f"{text}; {label}."

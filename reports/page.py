@@ -33,7 +33,7 @@ section{background:#fff;border:1px solid #e3e3e3;border-radius:6px;padding:14px 
 h2{margin:4px 0 6px;font-size:1.2em}
 p.caption{font-size:1.05em;font-weight:600;color:#1f4f82;margin:4px 0 12px}
 p.note{color:#666;font-size:.9em}
-table{border-collapse:collapse;margin:8px 0 14px;font-size:.88em}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:.88em;max-width:100%}
 th,td{border-bottom:1px solid #e5e5e5;padding:4px 10px;text-align:left;vertical-align:top}
 th{background:#f2f4f7}
 td{font-variant-numeric:tabular-nums}

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from reports import designed, figures, stats, tables
+from reports import designed, figures, stats, tables, wording
 from reports.load import LoadedStudy
 from reports.main_views import MAIN_VIEWS, compact, duration, percent, source_label, summary_frame
 from study.status import HAS_RESULT, TRAINED, Phase, TrialStatus
@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 MAX_IMPORTANCE_TRIALS = 500  # PED-ANOVA per arm on at most this many completed trials
+MIN_IMPORTANCE_TRIALS = 20  # and on at least this many: from fewer, its ranking is noise
 esc = html.escape
 
 
@@ -119,12 +120,15 @@ def summary(s: LoadedStudy) -> Section:
                                         by_status.to_numpy().tolist(), strict=True)]
     )  # fmt: skip
     best_rows = []
+    number_of = dict(zip(t["id"], t["number"], strict=True))
     for arm, g in s.results.groupby("arm", sort=False):
         src = tables.SOURCE_LABEL[g["source"].iloc[0]]
         params = compact(g["params"].iloc[0])
-        best_rows.append([arm, params, f"{g['value'].mean() * 100:.1f}", src, len(g)])
-    best_table = tables.html_table(["arm", "configuration", "accuracy (%)", "source", "n"],
-                                   best_rows)  # fmt: skip
+        numbers = ", ".join(str(number_of[i]) for i in g["trial_id"] if i in number_of)
+        best_rows.append([arm, params, f"{g['value'].mean() * 100:.1f}", src, len(g), numbers])
+    best_table = tables.html_table(
+        ["arm", "configuration", "accuracy (%)", "source", "n", "trials"], best_rows
+    )  # trials: the study's trial numbers, as the terminal printed them
     failed = t[t["status"] == TrialStatus.FAILED]
     errors = ""
     if len(failed):
@@ -189,17 +193,25 @@ def search_diagnostics(s: LoadedStudy) -> Section:
     search = search[search["best_val_acc"].notna()]
     if search.empty:
         return Section("search", "4. Search diagnostics", "No completed search trial yet.")
-    importances, skipped, used = stats.param_importances(s.optuna_trials, MAX_IMPORTANCE_TRIALS)
+    importances, skipped, used = stats.param_importances(
+        s.optuna_trials, MAX_IMPORTANCE_TRIALS, min_trials=MIN_IMPORTANCE_TRIALS
+    )
     prefix = f"{s.record.name}/"
     importances = {k.removeprefix(prefix): v for k, v in importances.items()}
     importances = {a: importances[a] for a in s.arms if a in importances}  # the page's arm order
     skipped = {k.removeprefix(prefix): v for k, v in skipped.items()}
+    used = {k.removeprefix(prefix): v for k, v in used.items()}
     parts = []
     if importances:
         top = pd.Series([max(v, key=v.get) for v in importances.values()]).value_counts()
         parts.append(
             f"most important parameter: {top.index[0]} in {top.iloc[0]} of {len(importances)} arms "
-            "(PED-ANOVA" + _importance_note(list(used.values())) + ")"
+            "(PED-ANOVA" + _importance_note([used[a] for a in importances]) + ")"
+        )
+    if skipped:
+        parts.append(
+            f"no parameter importance for {len(skipped)} of {len(s.arms)} arm(s) (PED-ANOVA "
+            f"needs {MIN_IMPORTANCE_TRIALS} completed trials and two searched parameters)"
         )
     firsts = []
     for _, g in search.groupby("arm", sort=False):
@@ -213,7 +225,7 @@ def search_diagnostics(s: LoadedStudy) -> Section:
     caption = caption[0].upper() + caption[1:] + "."
     body: list[str | go.Figure] = [figures.best_so_far(search, s.colors)]
     if importances:
-        body.append(figures.importance_heatmap(importances))
+        body.append(figures.importance_heatmap(importances, used))
     notes = [f"{a}: {why}" for a, why in skipped.items()]
     if not len(s.optuna_trials):
         notes.append("no Optuna studies found for this study's arms")
@@ -225,38 +237,26 @@ def search_diagnostics(s: LoadedStudy) -> Section:
         mean_imp = pd.DataFrame(importances.values()).mean().sort_values(ascending=False)
         ranked = [p for p in mean_imp.index if p in s.param_kinds] or list(s.param_kinds)
         top_params = {p: s.param_kinds[p] for p in ranked[:3]}
-        body.append(figures.slices(complete, top_params, s.colors))
+        title = "Slices of the most important parameters" if importances else "Slices"
+        body.append(figures.slices(complete, top_params, s.colors, title=title))
     return Section("search", "4. Search diagnostics", caption, tuple(body))
 
 
 def _importance_note(used: list[int]) -> str:
-    notes = []
-    if max(used) >= MAX_IMPORTANCE_TRIALS:
-        notes.append(f"on a random {MAX_IMPORTANCE_TRIALS} completed trials of larger arms")
-    if min(used) < 20:
-        notes.append("rough where an arm has fewer than 20 completed trials")
-    return "".join(", " + n for n in notes)
+    low, high = min(used), max(used)
+    text = f" from {low}" + (f"–{high}" if high != low else "") + " completed trials per arm"
+    if high >= MAX_IMPORTANCE_TRIALS:
+        text += f", a random {MAX_IMPORTANCE_TRIALS} of larger arms"
+    return ", " + text.strip()
 
 
 # --- 5. results against the baseline, also as Markdown and LaTeX beside the page ----------------
 def results(s: LoadedStudy) -> Section:
     rows = tables.result_rows(s.summaries, s.sources, s.comparisons)
-    cmp = [c for c in s.comparisons if c.p_holm is not None]
     if not s.comparisons:
         caption = "No arm has a baseline to compare with (none named by the space, or none run)"
-    elif not cmp:
-        caption = (
-            f"{len(s.comparisons)} comparisons with the baseline, none testable "
-            "(every test needs n ≥ 2 on both sides)"
-        )
     else:
-        sig = sum(c.p_holm < 0.05 for c in cmp)
-        big = max(s.comparisons, key=lambda c: c.diff)
-        caption = (
-            f"{sig} of {len(cmp)} tested comparisons differ from their baseline at p < 0.05 after "
-            f"Holm; largest gain: {big.arm} over {big.baseline}, {big.diff * 100:+.1f} points"
-            + (f" (p = {tables.format_p(big.p)})" if big.p is not None else "")
-        )
+        caption = wording.comparison_summary(s.comparisons)
     single = [a for a, sm in s.summaries.items() if sm.n < 2]
     if single:
         caption += f"; {len(single)} arm(s) with n=1 have no interval"
@@ -280,7 +280,7 @@ def effects(s: LoadedStudy) -> Section | None:
     """None (no section) when the study has no shared/vit contrast and no factor with 2 values."""
     label = source_label(set(s.sources.values()))
     y = "test accuracy (%)" if label.startswith("test accuracy of") else "accuracy (%)"
-    built = designed.effects_section(s.results, s.arms, y)
+    built = designed.effects_section(s.results, s.arms, y, s.design)
     if built is None:
         return None
     caption, parts, md = built
@@ -327,7 +327,7 @@ def _ssl_cost(t: pd.DataFrame) -> str:
     per_arm = t.groupby("arm", sort=False)[["ssl_seconds", "trial_seconds"]].sum()
     per_arm = per_arm[per_arm["ssl_seconds"] > 0]
     shares = ", ".join(
-        f"{arm} {row.ssl_seconds / 3600:.2f} h "
+        f"{arm} {duration(row.ssl_seconds)} "
         f"({row.ssl_seconds / max(row.trial_seconds, 1e-9):.0%} of its trial time)"
         for arm, row in per_arm.iterrows()
     )
@@ -337,7 +337,7 @@ def _ssl_cost(t: pd.DataFrame) -> str:
 # --- 7. provenance --------------------------------------------------------------------------------
 def provenance(s: LoadedStudy) -> Section:
     rec = s.record
-    hw = rec.hardware if isinstance(rec.hardware, dict) else {"hardware": rec.hardware}
+    hw = human_units(rec.hardware if isinstance(rec.hardware, dict) else {"hardware": rec.hardware})
     hw_text = ", ".join(f"{k}={v}" for k, v in hw.items()) or "not recorded"
     caption = (
         f"Code {rec.code_version}; {len(rec.package_versions)} package versions recorded; "
@@ -354,6 +354,33 @@ def provenance(s: LoadedStudy) -> Section:
         ["package", "version"], sorted([k, v] for k, v in rec.package_versions.items())
     )
     return Section("provenance", "7. Provenance", caption, (_kv_table(pairs) + packages,))
+
+
+def human_units(values: dict) -> dict:
+    """Hardware as a reader reads it: `*_bytes` fields in GiB under their name without the
+    suffix (ram 23.5 GiB, not ram_bytes 25276182528), GPUs one short phrase each."""
+    out: dict = {}
+    for key, value in values.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key.endswith("_bytes") and number:
+            out[key.removesuffix("_bytes")] = gib(value)
+        elif key == "gpus" and isinstance(value, list):
+            out[key] = "; ".join(_gpu(g) for g in value) or "none"
+        else:
+            out[key] = value
+    return out
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB"
+
+
+def _gpu(gpu) -> str:
+    if not isinstance(gpu, dict):
+        return str(gpu)
+    extra = [gib(gpu["memory_bytes"])] if isinstance(gpu.get("memory_bytes"), int | float) else []
+    extra += [f"compute capability {gpu['capability']}"] if gpu.get("capability") else []
+    return f"{gpu.get('name', 'GPU')} ({', '.join(extra)})" if extra else str(gpu.get("name"))
 
 
 # The page, in order.

@@ -196,12 +196,14 @@ def asha_saved_share(epochs_run: Sequence[float], max_epochs: int) -> float:
 
 
 def param_importances(
-    optuna_trials: pd.DataFrame, max_trials: int = 500, seed: int = 0
+    optuna_trials: pd.DataFrame, max_trials: int = 500, seed: int = 0, min_trials: int = 2
 ) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, int]]:
     """PED-ANOVA importances per Optuna study from `Store.optuna_trials_frame`'s frame.
 
     Returns ({study: {param: importance}}, {study: why skipped}, {study: trials used}). Studies
-    with more than `max_trials` completed trials are subsampled (uniformly, seeded) to stay fast.
+    with more than `max_trials` completed trials are subsampled (uniformly, seeded) to stay fast;
+    studies with fewer than `min_trials` are skipped (PED-ANOVA compares the top 10% of trials
+    with the rest: from a handful of trials its ranking is noise).
     """
     dists = optuna_trials.attrs.get("distributions", {})
     result: dict[str, dict[str, float]] = {}
@@ -210,8 +212,8 @@ def param_importances(
     for name, g in optuna_trials.groupby("study_name", sort=False):
         done = g[(g["state"] == "COMPLETE") & g["value"].notna()]  # Optuna's TrialState name
         params = [p for p in dists if p in g.columns and g[p].notna().any()]
-        if len(done) < 2:
-            skipped[name] = f"{len(done)} completed trial(s)"
+        if len(done) < max(min_trials, 2):
+            skipped[name] = f"{len(done)} completed trial(s), fewer than {max(min_trials, 2)}"
             continue
         if len(params) < 2:
             skipped[name] = "one searched parameter"

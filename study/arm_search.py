@@ -35,10 +35,15 @@ from trainers.config import config_hash
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the live view reports trials, not Optuna
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-__all__ = ["ArmSearch", "TrialSpec", "HASH_EXCLUDED", "TRIAL_ID_ATTR"]
+__all__ = ["ArmSearch", "TrialSpec", "HASH_EXCLUDED", "TRIAL_ID_ATTR", "TRIAL_NUMBER_ATTR",
+           "link_report"]  # fmt: skip
 
 # Fields that do not change what a trial computes: left out of the dedup hash.
 HASH_EXCLUDED = ("data_dir", "device", "eval_batch_size", "compile")
+# The study's trial number on its Optuna twin: the name the terminal, the report and Ray's trial
+# directory use (Optuna numbers each arm's trials from 0 again, so its own number differs).
+TRIAL_NUMBER_ATTR = "bootstudy_trial"
+REPORT_ATTR = "bootstudy_report"  # the report's file, once run_study.py has written it
 
 
 @dataclass
@@ -105,6 +110,7 @@ class ArmSearch:
                 direction="maximize",
                 load_if_exists=True,
             )
+            _label(self.studies[arm.name], config, arm)
         done = _finished(store.trials_frame(study.name), Phase.SEARCH)
         self.assigned = {arm.name: int((done["arm"] == arm.name).sum()) for arm in self.arms}
         self.next_number = store.next_trial_number(study)
@@ -226,6 +232,7 @@ class ArmSearch:
         if spec.optuna_trial is not None:
             trial = spec.optuna_trial
             _optuna_write(trial.set_user_attr, TRIAL_ID_ATTR, reused_id)
+            _optuna_write(trial.set_user_attr, TRIAL_NUMBER_ATTR, spec.number)
             curve = self.store.metric_curve(original.id, self.space.objective)
             for epoch, value in curve:
                 _optuna_write(trial.report, value, epoch)
@@ -274,6 +281,7 @@ class ArmSearch:
         spec = self.pending.get(number)
         if spec is not None and spec.optuna_trial is not None:
             self._write(spec.optuna_trial.set_user_attr, TRIAL_ID_ATTR, trial_id)
+            self._write(spec.optuna_trial.set_user_attr, TRIAL_NUMBER_ATTR, number)
 
     def on_complete(
         self, number: int, last: dict[str, Any] | None, error: bool, interrupted: bool = False
@@ -305,6 +313,36 @@ class ArmSearch:
                 state = TrialState.PRUNED if status == TrialStatus.PRUNED else TrialState.FAIL
                 self._write(study.tell, spec.optuna_trial, state=state, skip_if_finished=True)
         return status
+
+
+def _label(study: optuna.Study, config: StudyConfig, arm: Arm) -> None:
+    """What optuna-dashboard shows of an arm's study: the objective's name (not "Objective 0"),
+    its unit (Optuna keeps fractions; the report shows percent), and which bootstudy study and arm
+    it is. Written once: a resumed study finds them set."""
+    objective = config.search_space.objective
+    if study.metric_names != [objective]:
+        reconnecting(study.set_metric_names, [objective])
+    attrs = {
+        "bootstudy_study": config.name,
+        "bootstudy_arm": arm.name,
+        "objective": f"{objective} as a fraction: 0.196 here is 19.6% in the report",
+    }
+    for key, value in attrs.items():
+        if study.user_attrs.get(key) != value:
+            reconnecting(study.set_user_attr, key, value)
+
+
+def link_report(config: StudyConfig, storage: optuna.storages.BaseStorage, path: str) -> None:
+    """Point every arm's Optuna study at the study's report (a user attribute the dashboard
+    shows), once the report is written."""
+    for arm in config.arms():
+        try:
+            study = reconnecting(
+                optuna.load_study, study_name=config.optuna_study_name(arm), storage=storage
+            )
+        except KeyError:  # an arm with no Optuna study: a searchless study has none
+            continue
+        reconnecting(study.set_user_attr, REPORT_ATTR, str(path))
 
 
 def _optuna_write(fn, *args, **kwargs):

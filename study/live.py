@@ -30,29 +30,23 @@ class LiveView:
         if kind == "start":
             self.running[number] = info
             if not self.tty:
-                self._line(
-                    f"trial {number:>4} {info['arm']:<28} {_params(info['params'])}  started"
-                )
+                self._line(f"{_name(info)} {info['arm']:<28} {_params(info['params'])}  started")
         elif kind == "epoch":
             self.running.setdefault(number, info).update(info)
         elif kind == "end":
             self.running.pop(number, None)
             self.finished += 1
-            acc = info.get("val_acc")
-            acc_text = f"val_acc {acc:6.2%}" if isinstance(acc, float) else "val_acc    -  "
-            epoch = info.get("epoch")
-            epoch_text = f"ep {int(epoch):>3}" if epoch is not None else "ep   -"
             extra = f"  {info['error']}" if info.get("error") else ""
             self._line(
-                f"trial {number:>4} {info['arm']:<28} {_params(info['params'])}  {epoch_text}  "
-                f"{acc_text}  {info['status']:<8} [{self._progress()}]{extra}"
+                f"{_name(info)} {info['arm']:<28} {_params(info['params'])}  {_epochs(info):<9} "
+                f"{_accuracy(info)}  {info['status']:<8} [{self._progress()}]{extra}"
             )
         if self.tty:
             self._status()
 
     def _status(self) -> None:
         parts = [
-            f"#{n} ep{int(i.get('epoch') or 0)} {i.get('val_acc') or 0:.1%}"
+            f"trial {n} {_epochs(i)} {_accuracy(i, end=False)}"
             for n, i in sorted(self.running.items())
         ]
         text = f"[{self._progress()}] running {len(self.running)}: " + "  ".join(parts)
@@ -73,6 +67,30 @@ class LiveView:
         if self.tty:
             self.out.write("\r\x1b[2K")
             self.out.flush()
+
+
+def _name(info: dict[str, Any]) -> str:
+    """'search trial   12': the phase, then the study's trial number (what the report, Ray's trial
+    directory and the dashboard's `bootstudy_trial` attribute show)."""
+    return f"{info.get('phase', ''):>6} trial {info['number']:>4}"
+
+
+def _epochs(info: dict[str, Any]) -> str:
+    """'ep 3/10': epochs done of the trial's budget (ASHA may stop it before the last)."""
+    epoch, epochs = info.get("epoch"), info.get("epochs")
+    done = str(int(epoch)) if epoch is not None else "-"
+    return f"ep {done}/{epochs}" if epochs else f"ep {done}"
+
+
+def _accuracy(info: dict[str, Any], end: bool = True) -> str:
+    """'val 23.0%' while a trial trains; a final run's end line says its 'test 24.1%', what the
+    run is for, after its last validation accuracy."""
+    val = info.get("val_acc")
+    text = f"val {val:5.1%}" if isinstance(val, float) else "val    -"
+    test = info.get("test_acc")
+    if end and isinstance(test, float) and info.get("phase") == "final":  # search: val only
+        text += f"  test {test:5.1%}"
+    return text
 
 
 def _params(params: dict[str, Any]) -> str:

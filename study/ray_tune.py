@@ -373,6 +373,7 @@ class StoreCallback(tune.Callback):
             "arm": meta["arm"],
             "params": meta["params"],
             "phase": meta["phase"],
+            "epochs": trial.config["train"].get("epochs"),  # for the live view's "ep 3/10"
             **extra,
         }
 
@@ -443,7 +444,11 @@ class StoreCallback(tune.Callback):
         self.on_event(
             "end",
             self._info(
-                trial, status=status, val_acc=metrics.get("val_acc"), epoch=metrics.get("epoch")
+                trial,
+                status=status,
+                val_acc=metrics.get("val_acc"),
+                epoch=metrics.get("epoch"),
+                test_acc=final.get("test_acc"),  # what a final run is for
             ),
         )
 
@@ -747,6 +752,15 @@ def check_trial_fits(cpus: float, gpus: float) -> None:
     )
 
 
+def trial_name(trial) -> str:
+    """Ray's name and directory for a trial: trial_<number>, the study's trial number (what the
+    terminal, the report and the dashboard's `bootstudy_trial` show), not Ray's _trial_eac73187_3.
+    Numbers never repeat within a study (a resumed study goes on counting), so neither do the
+    directories under its experiment."""
+    number = (trial.config.get("meta") or {}).get("number")
+    return f"trial_{number}" if number is not None else f"trial_{trial.trial_id}"
+
+
 def cluster_resources() -> dict[str, float]:
     return dict(ray.cluster_resources())
 
@@ -819,6 +833,8 @@ def run_trials(
             num_samples=num_samples,
             max_concurrent_trials=concurrency or None,
             reuse_actors=True,
+            trial_name_creator=trial_name,  # trial_<number>: the study's own name for it
+            trial_dirname_creator=trial_name,
         ),
         run_config=tune.RunConfig(
             name=name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from run_study import write_report
 from study.plan import StudyConfig
 from study.runner import run_study
 from study.testing import curve_trainer
@@ -32,6 +34,8 @@ pytestmark = pytest.mark.usefixtures("shared_ray")
 DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
 STARTUP_SECONDS = 60  # the server imports optuna, bottle and plotly before it listens
 STATE_OF = {"COMPLETE": "Complete", "PRUNED": "Pruned", "FAILED": "Fail"}  # ours -> dashboard's
+TERMINAL: dict[str, str] = {}  # study name -> what run_study printed
+REPORT: dict[str, Path | None] = {}  # study name -> the report write_report wrote
 
 
 def _free_port() -> int:
@@ -66,13 +70,16 @@ def finished_study(tmp_path_factory) -> tuple[StudyConfig, str]:
         concurrency=1,
         results_dir=str(tmp),
     )
+    terminal = io.StringIO()
     summary = run_study(
         config,
         command="pytest tests/test_dashboard.py",
         train_fn=curve_trainer,
-        out=io.StringIO(),
+        out=terminal,
     )
     assert sum(summary.counts.values()) == 12, summary.counts
+    TERMINAL[config.name] = terminal.getvalue()
+    REPORT[config.name] = write_report(config, out=io.StringIO())  # and link the arms to it
     return config, config.storage
 
 
@@ -190,6 +197,63 @@ def test_dashboard_shows_our_states_and_curves(finished_study, dashboard):
     assert {"COMPLETE", "PRUNED"} <= states_seen, states_seen
 
 
+def test_dashboard_names_the_objective_and_leads_back_to_the_study(finished_study, dashboard):
+    """Not "Objective 0": the arm's study names val_acc, says it is a fraction, and names its
+    bootstudy study, arm and report file."""
+    config, _ = finished_study
+    report = REPORT[config.name]
+    assert report is not None and report.exists()
+    arms = {f"dash/{arm.name}": arm.name for arm in config.arms()}
+    for study in _arm_studies(dashboard):
+        detail = _get(dashboard, f"/api/studies/{study['study_id']}")
+        assert detail["objective_names"] == ["val_acc"]
+        attrs = {a["key"]: a["value"] for a in detail["user_attrs"]}
+        assert attrs["bootstudy_study"] == "dash"
+        assert attrs["bootstudy_arm"] == arms[study["study_name"]]
+        assert attrs["bootstudy_report"] == str(report)
+        assert "fraction" in attrs["objective"] and "%" in attrs["objective"]
+
+
+def test_one_trial_has_one_number_everywhere(finished_study, dashboard):
+    """The study's trial number is what the terminal prints, what Ray names the trial's
+    directory, and what the dashboard shows as `bootstudy_trial` (issue #17: a trial had four
+    names: `trial 2`, `Trial 0 (trial_id=3)`, `bootstudy_trial_id=3`, `_trial_eac73187_3`)."""
+    config, storage = finished_study
+    engine = sa.create_engine(storage)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT t.number, t.arm, t.optuna_trial_id, t.status, t.epochs_run "
+                    "FROM bootstudy_trials t JOIN bootstudy_studies s ON s.id = t.study_id "
+                    "WHERE s.name = 'dash'"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    ours = {number: (arm, optuna_id, status, epochs) for number, arm, optuna_id, status, epochs
+            in rows}  # fmt: skip
+    # the terminal: "search trial   N <arm> ... ep E/4  val 12.3%  STATUS"
+    ended = {
+        int(m.group(1)): (m.group(2), int(m.group(3)), m.group(4))
+        for m in re.finditer(
+            r"search trial +(\d+) (\S+) .*?ep (\d+)/4 +val +\d+\.\d%  (\w+)",
+            TERMINAL[config.name],
+        )
+    }
+    assert ended == {n: (arm, epochs, status) for n, (arm, _, status, epochs) in ours.items()}
+    # Ray's trial directories
+    dirs = {p.name for p in Path(config.results_dir, "ray").glob("*/trial_*") if p.is_dir()}
+    assert dirs == {f"trial_{n}" for n in ours}
+    # the dashboard
+    shown = {}
+    for study in _arm_studies(dashboard):
+        for trial in _get(dashboard, f"/api/studies/{study['study_id']}")["trials"]:
+            attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+            shown[trial["trial_id"]] = int(attrs["bootstudy_trial"])
+    assert shown == {optuna_id: n for n, (_, optuna_id, _, _) in ours.items()}
+
+
 def test_dashboard_answers_while_a_writer_writes(finished_study, dashboard):
     """WAL: the server reads while another connection writes (optuna-dashboard issue #545)."""
     import optuna
@@ -232,3 +296,27 @@ def test_dashboard_answers_while_a_writer_writes(finished_study, dashboard):
     while len(_get(dashboard, f"/api/studies/{study_id}")["trials"]) != before + writes:
         assert time.monotonic() < deadline, "the dashboard never showed the new trials"
         time.sleep(0.5)
+
+
+def test_live_lines_say_what_they_show():
+    """Labelled accuracy, the phase, epochs of the budget, and a final run's test accuracy
+    (the old lines read `running 2: #0 ep1 23.0%` and gave final runs' val accuracy only)."""
+    from study.live import LiveView
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    out = Terminal()
+    live = LiveView(out, total=2)
+    search = {"number": 2, "arm": "mode=vit", "params": {"lr": 0.001}, "phase": "search",
+              "epochs": 10}  # fmt: skip
+    live.event("start", search)
+    live.event("epoch", {**search, "epoch": 3, "val_acc": 0.23})
+    assert out.getvalue().endswith("running 1: trial 2 ep 3/10 val 23.0%")
+    final = {"number": 7, "arm": "mode=shared", "params": {}, "phase": "final", "epochs": 10}
+    live.event("end", {**final, "epoch": 10, "val_acc": 0.25, "test_acc": 0.241,
+                       "status": "COMPLETE"})  # fmt: skip
+    line = out.getvalue().split("\r\x1b[2K")[-2]
+    assert re.match(r" final trial +7 mode=shared +ep 10/10 +val 25\.0%  test 24\.1%  COMPLETE "
+                    r"\[1/2 done", line), line  # fmt: skip

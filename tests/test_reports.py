@@ -160,13 +160,15 @@ def test_report_has_every_section_and_plotly_js_once(hand_report):
 def test_captions_state_the_numbers(hand_report):
     page = hand_report[1].read_text()
     assert _caption(page, "main") == (
-        "shared beats vit by 7.7 points at 10% data; test accuracy of the final runs."
+        # paired by seed: differences 8, 8, 7 points; mean 7.67, sd 0.577, t(0.975, 2) = 4.303
+        "At 10% data, shared beats vit by 7.7 points, 95% CI [+6.2, +9.1], n=3; test accuracy of "
+        "the final runs."
     )
     p = sps.ttest_rel(list(SHARED_TEST.values()), list(VIT_TEST.values())).pvalue
     assert _caption(page, "tables") == (
-        "1 of 1 tested comparisons differ from their baseline at p < 0.05 after Holm; largest "
-        "gain: mode=shared,data_fraction=0.1 over mode=vit,data_fraction=0.1, "
-        f"+7.7 points (p = {p:.2g})."
+        "1 of 1 tested comparisons differ from their baseline at p < 0.05 after Holm (1 above, "
+        "0 below); largest gain: mode=shared,data_fraction=0.1 over mode=vit,data_fraction=0.1, "
+        f"+7.7 points (p = {p:.2g}, significant after Holm)."
     )
     # per arm 9+9+1 search + 3x9 final epochs: 92 epochs * 360 s = 9.2 h; the search trained
     # 9+9+1 of 27 epochs per arm, so ASHA saved 8/27 = 30%
@@ -310,3 +312,118 @@ def test_arms_are_shown_in_the_order_their_space_lists_them(tmp_path):
     methods = [factors["method"] for factors in loaded.arms.values()]
     declared = list(get_space("methods").arms["method"])
     assert methods == [m for m in declared if m in methods] and methods[:2] == ["vit", "shared"]
+
+
+def test_the_report_names_trials_by_the_studys_trial_number(hand_report):
+    """The summary's best-configuration table lists the numbers of the trials behind each arm's
+    result, and hovering a learning curve names its trial by the same number (issue #17)."""
+    import json
+
+    from reports.load import load_study
+    from reports.sections import learning_curves, summary
+    from study.store import Store
+
+    url, _ = hand_report
+    with Store.open_existing(url) as store:
+        study = load_study(store, "hand" + XSS)
+    t = study.trials
+    final = t[t["phase"] == "final"]
+    body = summary(study).parts[0]
+    for arm, g in final.groupby("arm"):
+        numbers = ", ".join(str(n) for n in sorted(g["number"]))
+        cells = [html.escape(arm).replace(",", ",<wbr>"), "3", numbers.replace(",", ",<wbr>")]
+        assert f"<td>{cells[0]}</td>" in body and f"<td>{cells[1]}</td><td>{cells[2]}</td>" in body
+    figure = learning_curves(study).parts[0]
+    shown = set()
+    for trace in json.loads(figure.to_json())["data"]:
+        assert trace["hovertemplate"].startswith("trial %{customdata}, epoch %{x}")
+        custom = trace["customdata"]
+        if isinstance(custom, dict):  # plotly's base64 encoding of typed arrays
+            custom = np.frombuffer(__import__("base64").b64decode(custom["bdata"]), custom["dtype"])
+        shown |= {int(x) for x in custom}
+    assert shown == set(t["number"].astype(int))
+
+
+# --- honest figures ------------------------------------------------------------------------------
+def _array(value) -> np.ndarray:
+    """A trace's array as plotly serialises it (a list, or base64 of a typed array)."""
+    import base64
+
+    if isinstance(value, dict):
+        return np.frombuffer(base64.b64decode(value["bdata"]), value["dtype"]).astype(float)
+    return np.asarray(value, dtype=float)
+
+
+def test_figures_say_what_the_numbers_are():
+    """Issue #17's figures: bars from zero with the interval as asymmetric error bars; whole
+    ticks for counts; parameters in their own units with no 'nan'; time in min, not 0.03 h;
+    categorical levels as points; no subplot titles to overlap."""
+    import json
+
+    import pandas as pd
+
+    from reports import figures
+
+    def js(fig):
+        return json.loads(fig.to_json())
+
+    # 30.3% (CI 28.0-33.5) vs 25.6% (CI 25.0-27.0): bars from 0, error bars the interval's sides
+    arms = pd.DataFrame({"arm": ["vit", "shared"], "mean": [0.303, 0.256], "lo": [0.28, 0.25],
+                         "hi": [0.335, 0.27], "n": [3, 3]})  # fmt: skip
+    bar = js(figures.best_per_arm(arms, {"vit": "#000000", "shared": "#111111"}, "acc (%)"))
+    assert bar["layout"]["yaxis"]["range"][0] == 0
+    error = bar["data"][0]["error_y"]
+    assert error["symmetric"] is False
+    assert _array(error["array"]) == pytest.approx([3.2, 1.4], abs=1e-4)  # hi - mean
+    assert _array(error["arrayminus"]) == pytest.approx([2.3, 0.6], abs=1e-4)  # mean - lo
+    # counts: whole-number steps only
+    for largest in (1, 3, 9, 27, 50, 400):
+        axis = figures.count_axis(largest)
+        assert axis["dtick"] == int(axis["dtick"]) >= 1 and axis["tickformat"] == "d"
+        assert largest / axis["dtick"] <= 10
+    # a log-scaled, conditional parameter: labelled in its own units, "not set" for the missing
+    search = pd.DataFrame({
+        "arm": ["a"] * 4, "number": [0, 1, 2, 3], "final_val_acc": [0.5, 0.6, 0.7, 0.8],
+        "params": [{"lr": 1e-4, "clip": 1.0}, {"lr": 1e-3}, {"lr": 3e-3, "clip": 2.0},
+                   {"lr": 1e-2, "clip": 4.0}],
+    })  # fmt: skip
+    par = js(figures.parallel_coordinates(search, {"lr": "log", "clip": "linear"}))
+    dims = {d["label"]: d for d in par["data"][0]["dimensions"]}
+    assert "lr" in dims and "log10 lr" not in dims
+    assert dims["lr"]["ticktext"][:3] == ["0.0001", "0.0002", "0.0005"]
+    assert "nan" not in " ".join(" ".join(d.get("ticktext", [])) for d in dims.values())
+    assert dims["clip"]["ticktext"][0] == "not set"
+    # 2 minutes of trials: minutes, not 0.03 trial-hours
+    trials = pd.DataFrame({"arm": ["a", "a"], "status": ["COMPLETE", "PRUNED"],
+                           "trial_seconds": [80.0, 40.0]})  # fmt: skip
+    cost = js(figures.cost_bars(trials))
+    assert cost["layout"]["yaxis"]["title"]["text"] == "trial time (min)"
+    assert sum(_array(t["y"])[0] for t in cost["data"]) == pytest.approx(2.0)
+    # categorical levels are points; a numeric factor's levels are joined in order
+    main = pd.DataFrame({"factor": ["mode", "mode", "hint", "hint"],
+                         "value": ["vit", "shared", 5.0, 0.0], "mean": [0.7, 0.8, 0.75, 0.72],
+                         "lo": [0.6, 0.7, 0.7, 0.7], "hi": [0.8, 0.9, 0.8, 0.74],
+                         "n": [3, 3, 3, 3]})  # fmt: skip
+    fx = js(figures.main_effects(main, "acc (%)"))
+    assert [t["mode"] for t in fx["data"]] == ["markers", "lines+markers"]
+    assert fx["data"][1]["x"] == ["0.0", "5.0"]
+    assert not fx["layout"].get("annotations")  # factor names are axis titles, not subplot titles
+
+
+def test_no_parameter_importance_from_a_handful_of_trials(hand_report):
+    """The hand-made study has 2 completed search trials per arm: too few for PED-ANOVA, so the
+    report says so instead of showing a ranking."""
+    from reports.load import load_study
+    from reports.sections import MIN_IMPORTANCE_TRIALS, search_diagnostics
+    from study.store import Store
+
+    with Store.open_existing(hand_report[0]) as store:
+        section = search_diagnostics(load_study(store, "hand" + XSS))
+    assert section.caption.startswith(
+        f"No parameter importance for 2 of 2 arm(s) (PED-ANOVA needs {MIN_IMPORTANCE_TRIALS} "
+        "completed trials"
+    )
+    assert not any(
+        getattr(p, "layout", None) is not None and "importance" in (p.layout.title.text or "")
+        for p in section.parts
+    )
