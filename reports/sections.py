@@ -267,12 +267,35 @@ def results(s: LoadedStudy) -> Section:
         "t-test when both arms ran the same seeds, Welch's t-test otherwise; Holm's correction "
         "across the arms that share a baseline.</p>"
     )
-    body = tables.html_table(tables.RESULT_HEADER, rows, "results") + note
+    body = tables.html_table(tables.RESULT_HEADER, rows, "results") + note + _weights_links(s)
     title = f"bootstudy study {s.record.name}: results per arm"
     md = f"# {title}\n\n{caption}\n\n" + tables.markdown_table(tables.RESULT_HEADER, rows)
     tex = tables.latex_table(tables.RESULT_HEADER, rows, f"{title}. {caption}")
     exports = {".md": md, ".tex": tex}
     return Section("tables", "5. Results against the baseline", caption, (body,), exports)
+
+
+def _weights_links(s: LoadedStudy) -> str:
+    """Each final run's saved weights (trainers.weights: a state_dict per network and
+    config.json), linked where they are on this machine; nothing when none were kept."""
+    from trainers.home import weights_folder
+
+    results_dir = s.record.config.get("results_dir")
+    final = s.trials[s.trials["phase"] == Phase.FINAL] if results_dir else s.trials.iloc[:0]
+    items = []
+    for t in final.itertuples():
+        folder = weights_folder(results_dir, s.record.name, int(t.number))
+        if (folder / "config.json").exists():
+            items.append(
+                f"<li>trial {int(t.number)} ({html.escape(str(t.arm))}, seed {int(t.seed)}): "
+                f'<a href="{html.escape(folder.as_uri())}/">{html.escape(str(folder))}</a></li>'
+            )
+    if not items:
+        return ""
+    return (
+        '<p class="note">Final runs\' best-validation weights (load with '
+        "<code>trainers.weights.load_weights</code>):</p><ul>" + "".join(items) + "</ul>"
+    )
 
 
 # --- 5a. effects of a designed study: paired differences, main effects -------------------------

@@ -601,7 +601,9 @@ def _train_and_report(
 
     try:
         if train_fn is None and weights_dir is not None:
-            where = Path(weights_dir) / f"trial-{config['meta']['number']}"
+            where = (
+                Path(weights_dir) / f"trial-{config['meta']['number']}"
+            )  # trainers.home.weights_folder's layout
             result = _train_and_save(cfg, report, data, where)
         else:
             result = (train_fn or _default_train)(cfg, report, data=data)

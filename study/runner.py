@@ -462,7 +462,9 @@ class _Phases:
 def weights_dir(config: StudyConfig) -> Path:
     """Where a study's final runs keep their weights; never the database file or its folder's
     other studies' files: one folder per study name, below the results directory."""
-    path = Path(config.results_dir).resolve() / "weights" / config.name
+    from trainers.home import weights_folder
+
+    path = weights_folder(config.results_dir, config.name)
     database = _sqlite_path(config.storage)
     if database is not None and (path == database or database.is_relative_to(path)):
         raise ConfigError(f"the weights folder '{path}' would hold the database '{database}'")

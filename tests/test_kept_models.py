@@ -107,3 +107,16 @@ def test_csv_export_lists_trials_params_and_weights(study, tmp_path):
     assert pd.read_parquet(parquet)["test_acc"].tolist() == pytest.approx(
         trials["test_acc"].tolist(), nan_ok=True
     )
+
+
+def test_the_report_links_each_final_runs_weights(study, tmp_path):
+    from reports import build_report
+
+    config = study["config"]
+    with Store.open_existing(config.storage) as store:
+        trials = store.trials_frame(config.name, parsed=True)
+    final = trials[trials["phase"] == "final"].iloc[0]
+    folder = Path(final["result"]["weights_dir"])
+    page = build_report(config.name, config.storage, tmp_path / "r.html").read_text()
+    assert f'<a href="{folder.as_uri()}/">{folder}</a>' in page
+    assert f"trial {final['number']} (" in page

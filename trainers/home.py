@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "from_checkout", "runs_dir", "default_storage"]
+__all__ = ["REPO_ROOT", "from_checkout", "runs_dir", "default_storage", "weights_folder"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,3 +40,10 @@ def runs_dir() -> Path:
 def default_storage() -> str:
     """The SQLite database every command uses unless given --storage: studies.db in `runs_dir`."""
     return f"sqlite:///{runs_dir() / 'studies.db'}"
+
+
+def weights_folder(results_dir: str | Path, study: str, number: int | None = None) -> Path:
+    """Where a study's final runs keep their weights: `<results_dir>/weights/<study>/`, and
+    trial `number`'s in its `trial-<number>/` (the runner, the trials and the report agree)."""
+    folder = Path(results_dir).resolve() / "weights" / study
+    return folder if number is None else folder / f"trial-{number}"
