@@ -394,8 +394,11 @@ def test_cli_prints_a_table_and_one_json_line(cli_runs):
     header, *rows = stderr.splitlines()
     # vit mode: no agent, no hint weight (a mode reports only its own metrics)
     assert header.split() == ["epoch", "loss", "val_acc", "lr", "sec", "img/s"]
-    assert [row.split()[0] for row in rows] == ["1", "2"]
-    assert rows[-1].split()[2] == f"{result['val_acc']:.2%}"
+    epochs = [row for row in rows if row.split()[:1] in (["1"], ["2"])]
+    assert [row.split()[0] for row in epochs] == ["1", "2"]
+    assert epochs[-1].split()[2] == f"{result['val_acc']:.2%}"
+    # then the closing table: the test accuracy a person looks for, not only in the JSON line
+    assert any(f"{result['test_acc']:.2%}" in row for row in rows[len(epochs) :]), stderr
 
 
 @pytest.mark.parametrize("exclude", ["none", "norms_biases_tokens"])

@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from trainers.errors import BootstudyError, ConfigError
+from trainers.errors import ConfigError
 
 __all__ = ["SQLITE_COMPANIONS", "REPORT_SUFFIXES", "OutputRefused", "check_output_path"]
 
@@ -75,18 +75,19 @@ def check_output_path(
 
 
 def _database_files(storage_url: str | None) -> list[Path]:
-    """The SQLite database of `storage_url` and its companions (none for PostgreSQL)."""
-    if not storage_url:
-        return []
-    from study.engine import normalize_url  # SQLAlchemy only when a storage is given
+    """The SQLite database of `storage_url` and its companions (none for PostgreSQL).
 
-    try:
-        parsed = normalize_url(storage_url)
-    except BootstudyError:  # a malformed URL is the reader's error to report, not ours
+    Read from the URL's text (``sqlite:///relative.db``, ``sqlite:////abs.db``, a ``+driver``
+    and a ``?query`` allowed), not through SQLAlchemy: this module is on the trainers floor,
+    below the one module that speaks SQL (study.engine parses the same URLs for the store).
+    """
+    scheme, sep, rest = (storage_url or "").partition("://")
+    if not sep or scheme.split("+")[0].lower() != "sqlite":
         return []
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+    database = rest[1:].split("?")[0]  # after the third slash: relative, or "/..." absolute
+    if database in ("", ":memory:"):
         return []
-    return [Path(parsed.database + suffix) for suffix in SQLITE_COMPANIONS]
+    return [Path(database + suffix) for suffix in SQLITE_COMPANIONS]
 
 
 def _same_file(a: Path, b: Path) -> bool:
