@@ -20,6 +20,7 @@ import plotly.graph_objects as go
 
 from reports import effects, figures, wording
 from reports.load import LoadedStudy
+from study.progress import duration_text
 from study.status import Phase, TrialStatus
 from trainers.registry import Registry
 
@@ -43,11 +44,7 @@ def percent(x: float, digits: int = 1) -> str:
 
 def duration(seconds: float) -> str:
     """A running time a reader takes in at a glance: 42 s, 7.5 min, 3.2 h (never "0.0 h")."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    return duration_text(seconds, minute_digits=1)
 
 
 def compact(params: dict) -> str:

@@ -29,10 +29,11 @@ def progress_text(finished: int, total: int, elapsed: float) -> str:
     return f"{text}, ETA {duration_text(left)} (from {finished} trial{'s' if finished > 1 else ''})"
 
 
-def duration_text(seconds: float) -> str:
-    """Seconds as a person reads them: 40 s, 12 min, 3.5 h."""
+def duration_text(seconds: float, minute_digits: int = 0) -> str:
+    """Seconds as a person reads them: 40 s, 12 min (7.5 min with `minute_digits=1`), 3.5 h
+    (never "0.0 h"). An ETA is a guess in whole minutes; a measured cost keeps a digit."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
+        return f"{seconds / 60:.{minute_digits}f} min"
     return f"{seconds / 3600:.1f} h"

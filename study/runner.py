@@ -28,6 +28,7 @@ from study.store import LeaseLost, Store, StudyRecord
 from trainers.config import TrainConfig
 from trainers.datasets import load_dataset
 from trainers.errors import ConfigError, Interrupted
+from trainers.outputs import check_writable_dir
 
 __all__ = ["run_study", "StudySummary", "dashboard_command", "resume_command", "weights_dir"]
 
@@ -67,7 +68,7 @@ def run_study(
     """
     started = time.monotonic()
     command = command or equivalent_command(config)
-    _check_writable(config.results_dir)
+    check_writable_dir(config.results_dir, "results")
     if config.save_weights and config.final_seeds:
         weights_dir(config)  # a folder that would hold the database: refused before any write
     # A refused run leaves no trace: a SQLite file it created for a study it never started goes
@@ -365,17 +366,6 @@ def resume_command(command: str, config: StudyConfig) -> str:
     if "--study" not in words and not any(w.startswith("--study=") for w in words):
         words += ["--study", config.name]
     return " ".join(shlex.quote(w) for w in words)
-
-
-def _check_writable(directory: str) -> None:
-    path = Path(directory)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"cannot write results under '{directory}': {err.strerror}") from None
 
 
 @dataclass

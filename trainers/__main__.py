@@ -188,18 +188,13 @@ def main(argv: list[str] | None = None) -> int:
 def _check_save_dir(path: Path) -> None:
     """Before training: a --save that cannot be written fails now, not after the last epoch."""
     from trainers.errors import ConfigError
+    from trainers.outputs import check_writable_dir
     from trainers.weights import check_weights_dir
 
     if path.suffix in (".db", ".sqlite", ".sqlite3") or (path.exists() and not path.is_dir()):
         raise ConfigError(f"--save expects a directory for the weights, got '{path}'")
     check_weights_dir(path)  # no file in it that is a database or not weights of ours
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(f"cannot write weights under '{path}': {err.strerror}") from None
+    check_writable_dir(path, "weights")
 
 
 def cli() -> None:

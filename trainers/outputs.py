@@ -29,7 +29,13 @@ from pathlib import Path
 
 from trainers.errors import ConfigError
 
-__all__ = ["SQLITE_COMPANIONS", "REPORT_SUFFIXES", "OutputRefused", "check_output_path"]
+__all__ = [
+    "SQLITE_COMPANIONS",
+    "REPORT_SUFFIXES",
+    "OutputRefused",
+    "check_output_path",
+    "check_writable_dir",
+]
 
 SQLITE_COMPANIONS = ("", "-wal", "-journal", "-shm")  # the files SQLite keeps for one database
 REPORT_SUFFIXES = (".html", ".md", ".tex")  # what `reports.build_report` writes
@@ -72,6 +78,20 @@ def check_output_path(
             f"writes {kinds}); move it or give another --out"
         )
     return out
+
+
+def check_writable_dir(directory: str | os.PathLike[str], what: str) -> Path:
+    """`directory`, made if missing, once a file can be created in it; else one line naming
+    `what` goes there ("results", "weights"). Checked before any work whose output it holds."""
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(f"cannot write {what} under '{directory}': {err.strerror}") from None
+    return path
 
 
 def _database_files(storage_url: str | None) -> list[Path]:
