@@ -194,3 +194,17 @@ def test_a_toy_mode_runs_through_a_smoke_study(toy_mode, tmp_path):
     names = set(store.metrics_frame("toy")["name"])
     assert {"val_acc", "val_acc_linear", "loss_cls", "weight_norm"} <= names
     assert (trials["test_acc"].dropna() > 0.4).all()  # 10 classes: chance is 0.1
+
+
+def test_each_mode_trains_with_its_released_settings_unless_told():
+    # TrainConfig(mode="joint") is the released joint method (it trained with shared's weights)
+    shared, joint = TrainConfig(mode="shared"), TrainConfig(mode="joint")
+    assert (shared.cls_vit, shared.kd_vit, shared.hint) == (0.5, 0.5, 5.0)
+    assert (joint.cls_vit, joint.cls_agent, joint.kd_vit, joint.kd_agent, joint.hint) == (
+        1.0, 1.0, 1.0, 1.0, 10.0
+    )  # fmt: skip
+    assert TrainConfig(mode="vit").clip_grad == 0.1 and joint.clip_grad == 0.0
+    assert TrainConfig(mode="joint", hint=3.0).hint == 3.0  # what is passed wins
+    with pytest.raises(ConfigError, match="replace cannot change mode"):
+        shared.replace(mode="joint")  # would carry shared's resolved weights into joint
+    assert shared.replace(lr=0.01).lr == 0.01

@@ -353,6 +353,15 @@ class TrainConfig:
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes`. Not the mode or preset: their defaults (loss weights, clipping,
+        sizes) are resolved into this config already, so `replace(mode="joint")` would train
+        joint with the shared weights; build a new TrainConfig instead."""
+        resolving = sorted({"mode", "preset"} & set(changes))
+        if resolving:
+            raise ConfigError(
+                f"replace cannot change {', '.join(resolving)}: this config's defaults were "
+                "resolved for its own; build a new TrainConfig"
+            )
         return strict_from_dict(type(self), {**self.to_dict(), **changes})
 
 
