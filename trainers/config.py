@@ -120,7 +120,8 @@ class TrainConfig:
     drop_path_rate: float = 0.0  # paper uses none; small-data ViTs sometimes like 0.1
 
     # --- agent CNN --------------------------------------------------------------------------------
-    agent_design: str | None = None  # base | res_like (2x2 pool after blocks 0, 1: paper's best)
+    agent_design: str | None = None  # base | res_like (2x2 pool after blocks 0, 1: paper's best) |
+    #                                  res_like_b (after 2, 8: the released ViT-B agent)
     agent_stem: str | None = None  # vit_like (patch conv) | resnet_like (conv-BN-GELU-pool-conv)
     agent_norm: Literal["pre", "post", "post_sum"] | None = None  # preset; pre: BN before each
     #   branch (as the ViT's LayerNorms); post: x + BN(f(x)) (the released post-norm block, ViT-B);
