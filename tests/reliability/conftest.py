@@ -20,6 +20,36 @@ REPO = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("driver.py")
 
 
+def run_study_cli(argv: list[str]) -> tuple[int, str]:
+    """`run_study.py argv` in this process, as its console script runs it: (exit code, stderr)."""
+    import contextlib
+    import io
+
+    import run_study
+    from trainers.cli import run_cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with pytest.raises(SystemExit) as exited:
+            run_cli(run_study.main, argv)
+    return exited.value.code, err.getvalue()
+
+
+def one_trial_study(url: str, name: str = "s") -> None:
+    """A stored study of one completed search trial (3 epochs), for the report's writers."""
+    import numpy as np
+
+    from reports.synthetic import write_study
+
+    trial = {
+        "arm_json": {"mode": "vit", "data_fraction": 0.1}, "phase": "search",
+        "status": "COMPLETE", "params": {}, "seed": 0, "epochs_run": 3,
+        "best_val_acc": 0.6, "final_val_acc": 0.6, "test_acc": None, "trial_seconds": 4.0,
+        "curves": {"val_acc": np.linspace(0.3, 0.6, 3)},
+    }  # fmt: skip
+    write_study(url, name, [trial], space="data_fraction", config={"epochs": 3})
+
+
 def pytest_collection_modifyitems(items):
     here = Path(__file__).parent
     for item in items:

@@ -11,10 +11,10 @@ import string
 from pathlib import Path
 
 import pytest
+from conftest import run_study_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import run_study
 from trainers.cli import run_cli
 
 NOT_A_NUMBER = st.text(alphabet=string.ascii_letters + "-_", min_size=1, max_size=8).filter(
@@ -76,14 +76,6 @@ VALID = st.lists(
 )
 
 
-def _run(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        with pytest.raises(SystemExit) as exited:
-            run_cli(run_study.main, argv)
-    return exited.value.code, err.getvalue()
-
-
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bad=BAD_OPTIONS, valid=VALID)
 def test_a_bad_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path_factory, bad, valid):
@@ -94,7 +86,7 @@ def test_a_bad_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path_facto
         argv += [option, value]
     argv += [bad[0], bad[1]]
     # A dry run checks everything a run checks up front, and never starts one by accident.
-    code, err = _run([*argv, "--dry-run"])
+    code, err = run_study_cli([*argv, "--dry-run"])
     assert code == 2, (argv, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, (argv, err)
@@ -103,7 +95,7 @@ def test_a_bad_command_line_is_one_line_exit_2_and_writes_nothing(tmp_path_facto
 
 def test_the_bad_input_strategies_are_each_refused_for_their_own_reason():
     """The valid part alone runs a dry run: each failure above is the bad option's."""
-    code, err = _run(
+    code, err = run_study_cli(
         [
             "--space",
             "data_fraction",
@@ -128,7 +120,7 @@ def test_the_bad_input_strategies_are_each_refused_for_their_own_reason():
     ],
 )
 def test_checks_run_before_the_dataset_loads_or_anything_is_written(tmp_path, argv, message):
-    code, err = _run(
+    code, err = run_study_cli(
         [
             "--space",
             "data_fraction",
@@ -167,7 +159,7 @@ def _damaged_database(path: Path) -> str:
 def test_a_damaged_sqlite_file_is_one_line_before_anything_runs(tmp_path):
     url = _damaged_database(tmp_path / "s.db")
     runs = tmp_path / "runs"
-    code, err = _run(
+    code, err = run_study_cli(
         [
             "--space",
             "data_fraction",

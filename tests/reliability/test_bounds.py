@@ -7,25 +7,12 @@ schema-only `studies.db` before refusing.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-import run_study
-from trainers.cli import run_cli
-
-
-def _run(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        with pytest.raises(SystemExit) as exited:
-            run_cli(run_study.main, argv)
-    return exited.value.code, err.getvalue()
+from conftest import REPO, run_study_cli
 
 
 def _argv(where: Path, *more: str) -> list[str]:
@@ -50,7 +37,7 @@ def _argv(where: Path, *more: str) -> list[str]:
 )
 def test_numbers_past_their_bounds_are_one_line_before_anything(tmp_path, option, value, bound):
     for dry in (["--dry-run"], []):  # the dry run first: it must refuse too
-        code, err = _run(_argv(tmp_path, option, value, *dry))
+        code, err = run_study_cli(_argv(tmp_path, option, value, *dry))
         assert code == 2, err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and bound in lines[0], err
@@ -58,7 +45,7 @@ def test_numbers_past_their_bounds_are_one_line_before_anything(tmp_path, option
 
 
 def test_a_fraction_leaving_no_image_of_a_class_is_refused_and_writes_nothing(tmp_path):
-    code, err = _run(_argv(tmp_path, "--arm", "data_fraction=1e-9,0.1", "--trials", "1"))
+    code, err = run_study_cli(_argv(tmp_path, "--arm", "data_fraction=1e-9,0.1", "--trials", "1"))
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "data_fraction=1e-09 leaves no training image" in lines[0], err
@@ -75,7 +62,7 @@ def test_a_fraction_leaving_no_image_of_a_class_is_refused_and_writes_nothing(tm
     ],
 )
 def test_a_refused_run_leaves_no_database_behind(tmp_path, more, message):
-    code, err = _run(_argv(tmp_path, *more))
+    code, err = run_study_cli(_argv(tmp_path, *more))
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) in ([], ["runs"])  # no s.db, -wal, -shm
 

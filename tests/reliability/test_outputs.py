@@ -15,27 +15,14 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, one_trial_study
 
 from reports import default_out_path
-from reports.synthetic import write_study
 from study.store import Store
 from trainers.outputs import REPORT_SUFFIXES, OutputRefused, check_output_path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-
-
-def _study(url: str, name: str = "s") -> None:
-    curve = np.linspace(0.3, 0.6, 3)
-    trial = {
-        "arm_json": {"mode": "vit", "data_fraction": 0.1}, "phase": "search",
-        "status": "COMPLETE", "params": {}, "seed": 0, "epochs_run": 3,
-        "best_val_acc": 0.6, "final_val_acc": 0.6, "test_acc": None, "trial_seconds": 4.0,
-        "curves": {"val_acc": curve},
-    }  # fmt: skip
-    write_study(url, name, [trial], space="data_fraction", config={"epochs": 3})
 
 
 def _report(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -59,7 +46,7 @@ def _whole(db: Path) -> bool:
 def test_the_report_never_overwrites_its_database(tmp_path, target):
     db = tmp_path / "studies.db"
     url = f"sqlite:///{db}"
-    _study(url)
+    one_trial_study(url)
     with Store(url) as store:  # keep a -wal file: open it the way a running driver would
         store.list_studies()
     if target == "link.html":
@@ -78,7 +65,7 @@ def test_the_report_never_overwrites_its_database(tmp_path, target):
 
 def test_the_report_never_overwrites_a_file_it_did_not_write(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    _study(url)
+    one_trial_study(url)
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
     other_db = tmp_path / "other.html"  # a database whatever its name
@@ -156,7 +143,7 @@ EDITABLE = textwrap.dedent(
 
 def test_python_m_reports_works_from_a_folder_holding_a_reports_folder(tmp_path):
     url = f"sqlite:///{tmp_path / 'studies.db'}"
-    _study(url)
+    one_trial_study(url)
     (tmp_path / "reports").mkdir()  # as in the runs directory
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run(
@@ -174,7 +161,7 @@ def test_python_m_reports_works_from_a_folder_holding_a_reports_folder(tmp_path)
 
 def test_the_export_never_overwrites_a_database_or_a_file_it_did_not_write(tmp_path):
     db = tmp_path / "studies.db"
-    _study(f"sqlite:///{db}")
+    one_trial_study(f"sqlite:///{db}")
     out = tmp_path / "out"
     out.mkdir()
     # a database that happens to carry an export's name, and a notes file under another's
@@ -194,7 +181,7 @@ def test_the_export_never_overwrites_a_database_or_a_file_it_did_not_write(tmp_p
 
 def test_saved_weights_never_overwrite_a_database_or_a_file_they_did_not_write(tmp_path):
     db = tmp_path / "studies.db"
-    _study(f"sqlite:///{db}")
+    one_trial_study(f"sqlite:///{db}")
     out = tmp_path / "weights"
     out.mkdir()
     (out / "vit.pt").write_bytes(db.read_bytes())  # a database under a weights file's name

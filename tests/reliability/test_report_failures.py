@@ -12,22 +12,7 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
-from conftest import REPO
-
-from reports.synthetic import write_study
-
-
-def _study(url: str) -> None:
-    curve = np.linspace(0.3, 0.6, 3)
-    trial = {
-        "arm_json": {"mode": "vit", "data_fraction": 0.1}, "phase": "search",
-        "status": "COMPLETE", "params": {}, "seed": 0, "epochs_run": 3,
-        "best_val_acc": 0.6, "final_val_acc": 0.6, "test_acc": None, "trial_seconds": 4.0,
-        "curves": {"val_acc": curve},
-    }  # fmt: skip
-    write_study(url, "s", [trial], space="data_fraction", config={"epochs": 3})
-
+from conftest import REPO, one_trial_study
 
 # The end of `run_study.py`: the study is stored, then its report is written (in a subprocess:
 # `run_cli` exits, and a file-size limit stands in for a full disk).
@@ -71,7 +56,7 @@ def _assert_failed_safely(done: subprocess.CompletedProcess, url: str) -> None:
 
 def test_an_unwritable_report_directory_fails_and_says_the_results_are_safe(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    _study(url)
+    one_trial_study(url)
     results = tmp_path / "results"
     results.mkdir()
     (results / "reports").write_text("a file where the report folder goes")  # (root ignores modes)
@@ -82,7 +67,7 @@ def test_an_unwritable_report_directory_fails_and_says_the_results_are_safe(tmp_
 
 def test_a_full_disk_while_writing_the_report_fails_and_says_the_results_are_safe(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
-    _study(url)
+    one_trial_study(url)
     done = _write_report(url, tmp_path / "results", limit=200_000)  # the page is megabytes
     _assert_failed_safely(done, url)
     assert "File too large" in done.stderr
