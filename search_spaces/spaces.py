@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from search_spaces._base import Budget, Categorical, Float, SearchSpace, register_space
-from trainers.modes import MODES
+from trainers.modes import MODES, SHARED_RELEASED
 
 # CPU presets cap evaluation images: validation accuracy on 2,000 images has a standard error of
 # ~0.6 points near 90%, ample for ranking trials, and costs a third of evaluating all 6,000.
@@ -240,7 +240,7 @@ def scale() -> SearchSpace:
 # The paper's Table 4 rows (ViT-S, CIFAR-100): scratch 61.25, KD only 67.16, feature hint only
 # 74.94, hint without decay 73.59, both without decay 75.15, both 76.19.
 _NO_KD = {"kd_vit": 0.0, "kd_agent": 0.0}
-_KD = {"kd_vit": 0.5, "kd_agent": 0.5}  # the released shared-mode weights
+_KD = {k: SHARED_RELEASED[k] for k in ("kd_vit", "kd_agent")}  # the released shared weights
 TABLE4_CELLS = (
     {"mode": "vit"},  # scratch (the loss weights are not the ViT's: left at their defaults)
     {"mode": "shared", **_KD, "hint": 0.0, "hint_decay": "none"},  # KD alone

@@ -40,6 +40,7 @@ from study.status import TrialStatus
 from study.watchdog import Watchdog, WatchdogSpec, timeout_message
 from trainers.config import TrainConfig
 from trainers.errors import ConfigError
+from trainers.home import trial_weights
 
 if TYPE_CHECKING:  # workers import this module for `_trial`: keep Optuna and SQL out of them
     from study.arm_search import ArmSearch, TrialSpec
@@ -601,9 +602,7 @@ def _train_and_report(
 
     try:
         if train_fn is None and weights_dir is not None:
-            where = (
-                Path(weights_dir) / f"trial-{config['meta']['number']}"
-            )  # trainers.home.weights_folder's layout
+            where = trial_weights(weights_dir, config["meta"]["number"])
             result = _train_and_save(cfg, report, data, where)
         else:
             result = (train_fn or _default_train)(cfg, report, data=data)

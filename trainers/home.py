@@ -16,7 +16,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["REPO_ROOT", "from_checkout", "runs_dir", "default_storage", "weights_folder"]
+__all__ = [
+    "REPO_ROOT",
+    "default_storage",
+    "from_checkout",
+    "runs_dir",
+    "trial_weights",
+    "weights_folder",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,4 +53,9 @@ def weights_folder(results_dir: str | Path, study: str, number: int | None = Non
     """Where a study's final runs keep their weights: `<results_dir>/weights/<study>/`, and
     trial `number`'s in its `trial-<number>/` (the runner, the trials and the report agree)."""
     folder = Path(results_dir).resolve() / "weights" / study
-    return folder if number is None else folder / f"trial-{number}"
+    return folder if number is None else trial_weights(folder, number)
+
+
+def trial_weights(study_folder: str | Path, number: int) -> Path:
+    """Trial `number`'s folder inside a study's weights folder (`weights_folder`)."""
+    return Path(study_folder) / f"trial-{number}"
